@@ -1,0 +1,115 @@
+"""Opening the station's SQLite file: WAL, synchronous=FULL, migrations, write transactions.
+
+The kiosk and the edge agent are two processes on one file. WAL lets the agent read while the
+kiosk writes; every write transaction starts with BEGIN IMMEDIATE so the two never deadlock
+on a lock upgrade, and a busy timeout absorbs the other's short commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+
+from edge_agent.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def open_db(path: Path | str) -> sqlite_utils.Database:
+    """Open (creating if needed) the station database with the durability pragmas."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StorageError(f"{path}: the file system does not support WAL (got {mode})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path}: cannot open the station database: {exc}") from exc
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot create the station database: {exc}") from exc
+    return sqlite_utils.Database(conn)
+
+
+@contextmanager
+def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
+    """One atomic write: everything inside commits together or not at all.
+
+    A failed COMMIT (disk full, I/O error) raises StorageError after rolling back, so the
+    caller never confirms a fact that is not on disk.
+    """
+    conn = db.conn
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot start a write: {exc}") from exc
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("rollback failed")
+        if isinstance(exc, sqlite3.Error):
+            raise StorageError(f"the write was not stored: {exc}") from exc
+        raise
+
+
+def migrate(db: sqlite_utils.Database, component: str, steps: Sequence[str]) -> int:
+    """Apply the not yet applied ``steps`` (SQL scripts, in order) of one component.
+
+    Each step runs in its own transaction together with the version bump, so a crash
+    half-way leaves the file at a whole version. Returns the version now in force.
+    """
+    conn = db.conn
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        " component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+    )
+    with write_transaction(db):
+        row = conn.execute(
+            "SELECT version FROM schema_version WHERE component = ?", (component,)
+        ).fetchone()
+        current = int(row[0]) if row else 0
+    if current > len(steps):
+        raise StorageError(
+            f"the database holds {component} schema version {current}, newer than this "
+            f"software knows ({len(steps)}); roll the software forward, not the data back"
+        )
+    for version in range(current + 1, len(steps) + 1):
+        with write_transaction(db) as c:
+            for statement in _statements(steps[version - 1]):
+                c.execute(statement)
+            c.execute(
+                "INSERT INTO schema_version(component, version) VALUES (?, ?) "
+                "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+                (component, version),
+            )
+        log.info("migrated %s to schema version %d", component, version)
+    return len(steps)
+
+
+def _statements(script: str) -> list[str]:
+    parts, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            parts.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        parts.append(buf.strip())
+    return parts

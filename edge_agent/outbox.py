@@ -1,0 +1,170 @@
+"""The outbox: every event the station has committed, in ``seq`` order, until delivered.
+
+The kiosk appends an event inside the same transaction as the fact it describes
+(``append``); the edge agent, a separate process, reads what is pending, publishes it and
+marks it delivered. The row, never paho's message id, is the identity of an event. ``seq``
+comes from a counter row, not from ``max(seq)``, so purging delivered rows can never make a
+number come round again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlite_utils
+
+from edge_agent.db import migrate, write_transaction
+
+COMPONENT = "outbox"
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        time TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        published_at REAL,
+        delivered_at REAL
+    );
+    CREATE INDEX outbox_undelivered ON outbox(seq) WHERE delivered_at IS NULL;
+    CREATE TABLE outbox_counter (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        last_seq INTEGER NOT NULL
+    );
+    INSERT INTO outbox_counter(one, last_seq) VALUES (1, 0);
+    CREATE TABLE agent_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    seq: int
+    id: str
+    type: str
+    payload: bytes
+
+
+def install(db: sqlite_utils.Database) -> None:
+    """Create or upgrade the outbox tables."""
+    migrate(db, COMPONENT, MIGRATIONS)
+
+
+def rfc3339(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def append(
+    conn: sqlite3.Connection,
+    *,
+    source: str,
+    type: str,
+    data: dict[str, Any],
+    at: float | None = None,
+) -> dict[str, Any]:
+    """Add one event to the outbox. Call inside ``write_transaction``; returns the event."""
+    if not conn.in_transaction:
+        raise RuntimeError("outbox.append must run inside the fact's write transaction")
+    at = time.time() if at is None else at
+    conn.execute("UPDATE outbox_counter SET last_seq = last_seq + 1 WHERE one = 1")
+    seq = int(conn.execute("SELECT last_seq FROM outbox_counter WHERE one = 1").fetchone()[0])
+    event: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": source,
+        "type": type,
+        "time": rfc3339(at),
+        "datacontenttype": "application/json",
+        "seq": seq,
+        "data": data,
+    }
+    payload = json.dumps(event, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    conn.execute(
+        "INSERT INTO outbox(seq, id, type, time, payload, created_at) VALUES (?,?,?,?,?,?)",
+        (seq, event["id"], type, event["time"], payload, time.time()),
+    )
+    return event
+
+
+def pending(db: sqlite_utils.Database, after_seq: int, limit: int) -> list[OutboxRow]:
+    """Undelivered events with ``seq`` above ``after_seq``, oldest first."""
+    rows = db.conn.execute(
+        "SELECT seq, id, type, payload FROM outbox "
+        "WHERE delivered_at IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+        (after_seq, limit),
+    ).fetchall()
+    return [OutboxRow(int(s), str(i), str(t), str(p).encode()) for s, i, t, p in rows]
+
+
+def mark_published(db: sqlite_utils.Database, seqs: list[int]) -> None:
+    """The broker acknowledged these (PUBACK with a success code)."""
+    if not seqs:
+        return
+    now = time.time()
+    with write_transaction(db) as c:
+        c.executemany(
+            "UPDATE outbox SET published_at = ? WHERE seq = ? AND published_at IS NULL",
+            [(now, s) for s in seqs],
+        )
+
+
+def mark_delivered_through(db: sqlite_utils.Database, seq: int) -> int:
+    """Every event up to ``seq`` is delivered; returns how many rows changed."""
+    now = time.time()
+    with write_transaction(db) as c:
+        cur = c.execute(
+            "UPDATE outbox SET delivered_at = ? WHERE seq <= ? AND delivered_at IS NULL",
+            (now, seq),
+        )
+        return cur.rowcount
+
+
+def mark_delivered(db: sqlite_utils.Database, seqs: list[int]) -> None:
+    """These events are delivered (PUBACK counts, end-to-end acks are off)."""
+    if not seqs:
+        return
+    now = time.time()
+    with write_transaction(db) as c:
+        c.executemany(
+            "UPDATE outbox SET published_at = coalesce(published_at, ?), delivered_at = ? "
+            "WHERE seq = ? AND delivered_at IS NULL",
+            [(now, now, s) for s in seqs],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    last_seq: int
+    depth: int
+    oldest_undelivered_age_s: float | None
+
+
+def stats(db: sqlite_utils.Database, now: float | None = None) -> OutboxStats:
+    now = time.time() if now is None else now
+    last = int(db.conn.execute("SELECT last_seq FROM outbox_counter").fetchone()[0])
+    depth, oldest = db.conn.execute(
+        "SELECT count(*), min(created_at) FROM outbox WHERE delivered_at IS NULL"
+    ).fetchone()
+    age = None if oldest is None else max(0.0, now - float(oldest))
+    return OutboxStats(last, int(depth), age)
+
+
+def purge_delivered(
+    db: sqlite_utils.Database, older_than_s: float, now: float | None = None
+) -> int:
+    """Delete delivered events older than the retention period; returns how many."""
+    cutoff = (time.time() if now is None else now) - older_than_s
+    with write_transaction(db) as c:
+        cur = c.execute(
+            "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", (cutoff,)
+        )
+        return cur.rowcount
