@@ -42,6 +42,12 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO outbox_counter(one, last_seq) VALUES (1, 0);
     CREATE TABLE agent_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE settings_override (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        origin TEXT NOT NULL
+    );
     """,
 ]
 
@@ -57,6 +63,16 @@ class OutboxRow:
 def install(db: sqlite_utils.Database) -> None:
     """Create or upgrade the outbox tables."""
     migrate(db, COMPONENT, MIGRATIONS)
+
+
+def settings_overrides(conn: sqlite3.Connection) -> dict[str, Any]:
+    """Values the gateway changed by command (e.g. ``sampling.pool_size``), JSON-decoded.
+
+    They take precedence over the configuration file until cleared; the kiosk reads them
+    at every decision so a change applies to the next resident.
+    """
+    rows = conn.execute("SELECT key, value FROM settings_override").fetchall()
+    return {str(k): json.loads(v) for k, v in rows}
 
 
 def rfc3339(at: float) -> str:
