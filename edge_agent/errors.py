@@ -11,3 +11,11 @@ class StorageError(StationError):
 
 class DeliveryError(StationError):
     """The broker refused or lost something the agent sent."""
+
+
+class LinkError(DeliveryError):
+    """The link to the broker cannot be opened as configured (clear text refused, TLS files)."""
+
+
+class CommandError(StationError):
+    """A command from the gateway was rejected; the message says why."""

@@ -184,3 +184,48 @@ def purge_delivered(
             "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", (cutoff,)
         )
         return cur.rowcount
+
+
+def set_state(conn: sqlite3.Connection, key: str, value: Any) -> None:
+    """Record one ``agent_state`` value (JSON). Call inside ``write_transaction``."""
+    conn.execute(
+        "INSERT INTO agent_state(key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, json.dumps(value, ensure_ascii=False, sort_keys=True)),
+    )
+
+
+def read_state(db: sqlite_utils.Database) -> dict[str, Any]:
+    """Every ``agent_state`` value, JSON-decoded (a value that is not JSON stays text)."""
+    out: dict[str, Any] = {}
+    for key, value in db.conn.execute("SELECT key, value FROM agent_state").fetchall():
+        try:
+            out[str(key)] = json.loads(value)
+        except (TypeError, ValueError):
+            out[str(key)] = value
+    return out
+
+
+def delivered_through(db: sqlite_utils.Database) -> int:
+    """The highest ``seq`` below which every event is delivered (0 when none is)."""
+    row = db.conn.execute("SELECT min(seq) FROM outbox WHERE delivered_at IS NULL").fetchone()
+    if row[0] is not None:
+        return int(row[0]) - 1
+    return int(db.conn.execute("SELECT last_seq FROM outbox_counter").fetchone()[0])
+
+
+def first_stored_seq(db: sqlite_utils.Database) -> int | None:
+    """The oldest event still on the station (older ones were purged after retention)."""
+    row = db.conn.execute("SELECT min(seq) FROM outbox").fetchone()
+    return None if row[0] is None else int(row[0])
+
+
+def reopen_from(conn: sqlite3.Connection, seq: int) -> int:
+    """Mark events from ``seq`` on as not delivered, so they are sent again; returns how many.
+
+    Call inside ``write_transaction`` (the gateway asked for them again).
+    """
+    cur = conn.execute(
+        "UPDATE outbox SET published_at = NULL, delivered_at = NULL WHERE seq >= ?", (seq,)
+    )
+    return cur.rowcount

@@ -75,6 +75,7 @@ class BrokerSection(_Section):
     reconnect_min_s: float = Field(0.5, gt=0, le=60)
     reconnect_max_s: float = Field(30.0, gt=0, le=3600)
     ack_timeout_s: float = Field(30.0, gt=0, le=3600)
+    ack_window: int = Field(1000, ge=1, le=100_000)
     telemetry_interval_s: float = Field(60.0, gt=0, le=3600)
 
     @field_validator("url")

@@ -1,0 +1,1 @@
+"""JSON Schemas of the commands a gateway may send to a station (package data)."""
