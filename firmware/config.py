@@ -51,6 +51,17 @@ class SamplingSection(_Section):
     plausible_min_c: float = Field(34.0, ge=20.0, le=40.0)
     plausible_max_c: float = Field(42.5, ge=38.0, le=50.0)
     max_tries: int = Field(3, ge=1, le=10)
+    tube_pattern: str = "^TB[0-9A-Z]{6,30}$"
+    box_pattern: str = "^BX[0-9A-Z]{4,30}$"
+
+    @field_validator("tube_pattern", "box_pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return v
 
     @model_validator(mode="after")
     def _range(self) -> Self:
