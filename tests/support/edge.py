@@ -1,0 +1,131 @@
+"""Helpers for the edge agent's tests: configs, realistic events, an agent in a thread."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from edge_agent import outbox
+from edge_agent.agent import Agent, build
+from edge_agent.db import open_db, write_transaction
+from firmware.config import StationConfig, load_config
+from tests.support.config import write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def station_config(
+    directory: Path, url: str, station: str = "K03", township: str = "T01", **broker: Any
+) -> tuple[Path, StationConfig]:
+    b: dict[str, Any] = {
+        "url": url,
+        "allow_plaintext": url.startswith("mqtt://"),
+        "keepalive_s": 5,
+        "reconnect_min_s": 0.1,
+        "reconnect_max_s": 1.0,
+        "telemetry_interval_s": 3600.0,
+    }
+    b.update({k: str(v) if isinstance(v, Path) else v for k, v in broker.items()})
+    path = write_config(
+        directory,
+        {"station": {"id": station, "township": township}, "broker": b,
+         "storage": {"path": str(directory / "station.db")}},
+    )
+    return path, load_config(path)
+
+
+def station_db(config: StationConfig) -> sqlite_utils.Database:
+    db = open_db(config.storage.path)
+    outbox.install(db)
+    return db
+
+
+def produce(
+    db: sqlite_utils.Database, source: str, n: int, per_transaction: int = 1
+) -> list[dict[str, Any]]:
+    """Append ``n`` realistic events (residents added to pooled tubes, tubes sealed)."""
+    out: list[dict[str, Any]] = []
+    done = 0
+    while done < n:
+        with write_transaction(db) as conn:
+            for _ in range(min(per_transaction, n - done)):
+                i = len(out)
+                tube = f"T{i // 10:07d}"
+                if i % 10 == 9:
+                    ev = outbox.append(
+                        conn, source=source, type="sampling.tube.sealed",
+                        data={"tube": tube, "mode": "pool",
+                              "members": [f"sub-{tube}-{p}" for p in range(1, 10)],
+                              "sampler": "S01"},
+                    )
+                else:
+                    ev = outbox.append(
+                        conn, source=source, type="sampling.tube.member_added",
+                        data={"tube": tube, "resident": f"sub-{uuid.uuid4().hex[:16]}",
+                              "position": i % 10 + 1},
+                    )
+                out.append(ev)
+                done += 1
+    return out
+
+
+def all_events(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(p) for (p,) in db.conn.execute("SELECT payload FROM outbox ORDER BY seq")]
+
+
+def undelivered(db: sqlite_utils.Database) -> int:
+    return int(db.conn.execute(
+        "SELECT count(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0])
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not reached within {timeout} s")
+
+
+@contextmanager
+def agent_thread(config: StationConfig) -> Iterator[Agent]:
+    agent = build(config)
+    errors: list[BaseException] = []
+
+    def _run() -> None:
+        try:
+            agent.run()
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+
+    t = threading.Thread(target=_run, name="agent-under-test", daemon=True)
+    t.start()
+    try:
+        yield agent
+    finally:
+        agent.request_stop()
+        t.join(20)
+        agent.db.conn.close()
+        assert not t.is_alive(), "the agent did not stop within 20 s"
+        assert not errors, errors
+
+
+def agent_process(config_path: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """A real `station agent` process, as systemd would start it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "kiosk_ui.cli", "-v", "agent", "--config", str(config_path),
+         *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
