@@ -1,0 +1,270 @@
+"""The station's rules: temperature assessment and the check-in decision table.
+
+Plain Python on purpose: no Kivy, no hardware, no SQLite. The station (``kiosk_ui.station``)
+gathers the facts (the verified code, the readings, whether the resident was sampled
+recently) and asks these functions what follows; the same rules then run in a drill, a test
+and on a Pi.
+
+The decision table is the one of the resident-code contract (docs/rules.md). Its rows are
+tried top to bottom and the first that applies wins:
+
+==============================  ==========  ===========  ===========================
+situation                       decision    lane         reason
+==============================  ==========  ===========  ===========================
+code rejected                   refer       staff        the code's rejection reason
+colour red                      isolate     isolation    ``red_code``
+fever confirmed                 isolate     isolation    ``fever``
+readings implausible            refer       staff        ``implausible_temperature``
+already sampled in the window   refer       staff        ``already_sampled``
+colour yellow                   single      single       null
+colour green, priority group    pool        green        null
+colour green                    pool        main         null
+==============================  ==========  ===========  ===========================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from firmware.config import SamplingSection
+from firmware.errors import StationError
+
+
+class Decision(StrEnum):
+    POOL = "pool"
+    SINGLE = "single"
+    ISOLATE = "isolate"
+    REFER = "refer"
+
+
+class Lane(StrEnum):
+    MAIN = "main"
+    GREEN = "green"
+    SINGLE = "single"
+    ISOLATION = "isolation"
+    STAFF = "staff"
+
+
+class Color(StrEnum):
+    GREEN = "green"
+    YELLOW = "yellow"
+    RED = "red"
+
+
+# Reason codes of the station's own rows; a rejected code carries the verifier's reason.
+RED_CODE = "red_code"
+FEVER = "fever"
+IMPLAUSIBLE_TEMPERATURE = "implausible_temperature"
+ALREADY_SAMPLED = "already_sampled"
+RULE_REASONS = (RED_CODE, FEVER, IMPLAUSIBLE_TEMPERATURE, ALREADY_SAMPLED)
+
+
+class RuleViolation(StationError):
+    """Something a sampler or a resident can fix: the message says what, in zh and en.
+
+    ``code`` is a stable machine-readable name (the kiosk picks its screen by it).
+    """
+
+    def __init__(self, code: str, en: str, zh: str) -> None:
+        self.code = code
+        self.en = en
+        self.zh = zh
+        super().__init__(f"{code}: {en}")
+
+    def message(self, language: str) -> str:
+        """The message in ``language`` (``zh`` or ``en``)."""
+        return self.zh if language == "zh" else self.en
+
+
+class ClaimsLike(Protocol):
+    """What the rules read from a verified code's claims (``kiosk_ui.codes.Claims``)."""
+
+    @property
+    def sub(self) -> str: ...
+    @property
+    def color(self) -> str: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def cat(self) -> Sequence[str]: ...
+
+
+class VerdictLike(Protocol):
+    """What the rules read from a verifier's verdict (``kiosk_ui.codes.Verdict``)."""
+
+    @property
+    def valid(self) -> bool: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def claims(self) -> ClaimsLike | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """The sampling settings in force for one decision (configuration + gateway overrides)."""
+
+    pool_size: int = 10
+    fever_threshold_c: float = 37.3
+    resample_window_h: float = 12.0
+    plausible_min_c: float = 34.0
+    plausible_max_c: float = 42.5
+    max_tries: int = 3
+
+    @classmethod
+    def from_settings(
+        cls, base: SamplingSection, overrides: Mapping[str, Any] | None = None
+    ) -> Thresholds:
+        """The configuration's values, with gateway overrides (``sampling.<key>``) on top.
+
+        Overrides that would make the settings inconsistent are validated like the file
+        itself; a ``ValueError`` (pydantic's) tells the caller they cannot be used.
+        """
+        values = base.model_dump()
+        for key, value in (overrides or {}).items():
+            section, _, name = key.partition(".")
+            if section == "sampling" and name in values:
+                values[name] = value
+        s = SamplingSection.model_validate(values)
+        return cls(
+            pool_size=s.pool_size,
+            fever_threshold_c=s.fever_threshold_c,
+            resample_window_h=s.resample_window_h,
+            plausible_min_c=s.plausible_min_c,
+            plausible_max_c=s.plausible_max_c,
+            max_tries=s.max_tries,
+        )
+
+    @property
+    def resample_window_s(self) -> float:
+        return self.resample_window_h * 3600.0
+
+
+class TemperatureStatus(StrEnum):
+    NEED_READING = "need_reading"  # take another reading and ask again
+    NORMAL = "normal"
+    FEVER = "fever"
+    IMPLAUSIBLE = "implausible"
+
+
+@dataclass(frozen=True, slots=True)
+class TemperatureAssessment:
+    """What the readings so far say.
+
+    ``temperature_c`` is the reading that counts (the second one after a first fever
+    reading, the confirming one for a fever), None while undecided or when implausible.
+    ``used`` is how many of the readings the result rests on; later ones are ignored.
+    """
+
+    status: TemperatureStatus
+    temperature_c: float | None
+    readings: tuple[float, ...]
+    used: int
+    implausible: int
+
+    @property
+    def need_reading(self) -> bool:
+        return self.status is TemperatureStatus.NEED_READING
+
+    @property
+    def done(self) -> bool:
+        return not self.need_reading
+
+
+def plausible(reading: float, t: Thresholds) -> bool:
+    return math.isfinite(reading) and t.plausible_min_c <= reading <= t.plausible_max_c
+
+
+def assess_temperature(readings: Sequence[float], t: Thresholds) -> TemperatureAssessment:
+    """Assess successive readings (calibration offset already applied by the driver).
+
+    - a plausible reading below the threshold settles it (``normal``), also when it comes
+      right after a fever reading: the second reading is the one that counts;
+    - a reading at or above the threshold asks for a second one; a second at or above it
+      confirms ``fever``;
+    - a reading outside ``plausible_min_c..plausible_max_c`` (or not a number) is retaken;
+      the ``max_tries``-th implausible reading settles it as ``implausible``.
+    """
+    rs = tuple(float(r) for r in readings)
+    first_fever = False
+    bad = 0
+    for i, r in enumerate(rs, start=1):
+        if not plausible(r, t):
+            bad += 1
+            if bad >= t.max_tries:
+                return TemperatureAssessment(TemperatureStatus.IMPLAUSIBLE, None, rs, i, bad)
+            continue
+        if r >= t.fever_threshold_c:
+            if first_fever:
+                return TemperatureAssessment(TemperatureStatus.FEVER, r, rs, i, bad)
+            first_fever = True
+            continue
+        return TemperatureAssessment(TemperatureStatus.NORMAL, r, rs, i, bad)
+    return TemperatureAssessment(TemperatureStatus.NEED_READING, None, rs, len(rs), bad)
+
+
+def needs_temperature(verdict: VerdictLike) -> bool:
+    """Whether the decision depends on a temperature: not for rejected or red codes.
+
+    Those two rows come before any temperature row, so the kiosk sends the resident on at
+    once instead of measuring for nothing.
+    """
+    if not verdict.valid or verdict.claims is None:
+        return False
+    return str(verdict.claims.color) != Color.RED
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    decision: Decision
+    lane: Lane
+    reason: str | None
+
+    @property
+    def alert_kind(self) -> str | None:
+        """The ``sampling.alert.raised`` kind this outcome raises, if any."""
+        return self.reason if self.reason in (RED_CODE, FEVER) else None
+
+
+def decide(
+    verdict: VerdictLike,
+    temperature: TemperatureAssessment | None,
+    already_sampled: bool,
+) -> Outcome:
+    """Apply the decision table; the first row that applies wins.
+
+    ``temperature`` may be None only when ``needs_temperature(verdict)`` is false; an
+    assessment that still needs a reading is refused the same way (RuleViolation
+    ``temperature_needed``), because deciding without it would skip the fever rows.
+    """
+    claims = verdict.claims
+    if not verdict.valid or claims is None:
+        reason = str(verdict.reason) if verdict.reason is not None else "bad_format"
+        return Outcome(Decision.REFER, Lane.STAFF, reason)
+    color = str(claims.color)
+    if color == Color.RED:
+        return Outcome(Decision.ISOLATE, Lane.ISOLATION, RED_CODE)
+    if temperature is None or temperature.need_reading:
+        raise RuleViolation(
+            "temperature_needed",
+            "Please measure the temperature first.",
+            "请先测量体温。",
+        )
+    if temperature.status is TemperatureStatus.FEVER:
+        return Outcome(Decision.ISOLATE, Lane.ISOLATION, FEVER)
+    if temperature.status is TemperatureStatus.IMPLAUSIBLE:
+        return Outcome(Decision.REFER, Lane.STAFF, IMPLAUSIBLE_TEMPERATURE)
+    if already_sampled:
+        return Outcome(Decision.REFER, Lane.STAFF, ALREADY_SAMPLED)
+    if color == Color.YELLOW:
+        return Outcome(Decision.SINGLE, Lane.SINGLE, None)
+    if color == Color.GREEN:
+        if len(claims.cat) > 0:
+            return Outcome(Decision.POOL, Lane.GREEN, None)
+        return Outcome(Decision.POOL, Lane.MAIN, None)
+    # A verifier never passes another colour as valid; treat it like a rejected claim set.
+    return Outcome(Decision.REFER, Lane.STAFF, "bad_claims")

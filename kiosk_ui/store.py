@@ -1,0 +1,332 @@
+"""The kiosk's tables: check-ins, tubes and their members, boxes, the waiting queue.
+
+They live in the same SQLite file as the outbox (``edge_agent.outbox``), so a fact and its
+event commit in one transaction. The functions here read and write rows inside a
+transaction the caller (``kiosk_ui.station.Station``) holds; they decide nothing.
+
+Triggers guard what the rules promise even against a bug elsewhere: a tube that is no
+longer open never gains, loses or reorders a member, and a tube barcode is never used twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from edge_agent import outbox
+from edge_agent.db import migrate, write_transaction
+
+COMPONENT = "kiosk"
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE checkins (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        day TEXT NOT NULL,
+        via TEXT NOT NULL CHECK (via IN ('code', 'manual')),
+        resident TEXT,
+        name TEXT,
+        color TEXT,
+        cat TEXT NOT NULL DEFAULT '[]',
+        readings TEXT NOT NULL DEFAULT '[]',
+        temperature_c REAL,
+        decision TEXT NOT NULL CHECK (decision IN ('pool', 'single', 'isolate', 'refer')),
+        lane TEXT NOT NULL CHECK (lane IN ('main', 'green', 'single', 'isolation', 'staff')),
+        reason TEXT,
+        staff TEXT,
+        event_seq INTEGER NOT NULL,
+        purged_at REAL
+    );
+    CREATE INDEX checkins_at ON checkins(at);
+    CREATE INDEX checkins_day ON checkins(day, decision);
+    CREATE TABLE boxes (
+        box TEXT PRIMARY KEY,
+        dispatched_at REAL NOT NULL,
+        day TEXT NOT NULL,
+        sampler TEXT NOT NULL
+    );
+    CREATE TABLE tubes (
+        tube TEXT PRIMARY KEY,
+        mode TEXT NOT NULL CHECK (mode IN ('pool', 'single')),
+        capacity INTEGER NOT NULL CHECK (capacity BETWEEN 1 AND 20),
+        state TEXT NOT NULL CHECK (state IN ('open', 'sealed', 'voided', 'dispatched')),
+        opened_at REAL NOT NULL,
+        opened_by TEXT,
+        closed_at REAL,
+        closed_day TEXT,
+        closed_by TEXT,
+        void_reason TEXT,
+        box TEXT REFERENCES boxes(box),
+        dispatched_at REAL
+    );
+    CREATE UNIQUE INDEX tubes_one_open_per_mode ON tubes(mode) WHERE state = 'open';
+    CREATE TABLE tube_members (
+        id INTEGER PRIMARY KEY,
+        tube TEXT NOT NULL REFERENCES tubes(tube),
+        resident TEXT,
+        position INTEGER,
+        checkin INTEGER REFERENCES checkins(id),
+        added_at REAL NOT NULL,
+        removed_at REAL,
+        remove_reason TEXT,
+        CHECK ((removed_at IS NULL) = (position IS NOT NULL))
+    );
+    CREATE UNIQUE INDEX tube_members_position ON tube_members(tube, position)
+        WHERE position IS NOT NULL;
+    CREATE INDEX tube_members_resident ON tube_members(resident, added_at);
+    CREATE TABLE waiting (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        mode TEXT NOT NULL CHECK (mode IN ('pool', 'single')),
+        resident TEXT NOT NULL UNIQUE,
+        checkin INTEGER NOT NULL REFERENCES checkins(id),
+        lane TEXT NOT NULL,
+        since REAL NOT NULL
+    );
+    CREATE TRIGGER tube_members_insert_only_open BEFORE INSERT ON tube_members
+    WHEN (SELECT state FROM tubes WHERE tube = NEW.tube) IS NOT 'open'
+    BEGIN SELECT RAISE(ABORT, 'tube is not open: its group cannot change'); END;
+    CREATE TRIGGER tube_members_update_only_open
+    BEFORE UPDATE OF tube, position, removed_at, checkin ON tube_members
+    WHEN (SELECT state FROM tubes WHERE tube = OLD.tube) IS NOT 'open'
+    BEGIN SELECT RAISE(ABORT, 'tube is not open: its group cannot change'); END;
+    CREATE TRIGGER tube_members_no_delete BEFORE DELETE ON tube_members
+    BEGIN SELECT RAISE(ABORT, 'tube members are never deleted'); END;
+    CREATE TRIGGER tubes_no_delete BEFORE DELETE ON tubes
+    BEGIN SELECT RAISE(ABORT, 'tubes are never deleted: a barcode stays used'); END;
+    CREATE TRIGGER tubes_no_reopen BEFORE UPDATE OF state ON tubes
+    WHEN OLD.state IN ('voided', 'dispatched')
+      OR (OLD.state = 'sealed' AND NEW.state NOT IN ('voided', 'dispatched'))
+    BEGIN SELECT RAISE(ABORT, 'a closed tube does not go back'); END;
+    """,
+]
+
+
+def install(db: sqlite_utils.Database) -> None:
+    """Create or upgrade the outbox and the kiosk tables (idempotent)."""
+    outbox.install(db)
+    migrate(db, COMPONENT, MIGRATIONS)
+
+
+def local_day(at: float) -> str:
+    """The station's calendar day of a time (local time zone), for today's counters."""
+    return time.strftime("%Y-%m-%d", time.localtime(at))
+
+
+@dataclass(frozen=True, slots=True)
+class Tube:
+    tube: str
+    mode: str
+    capacity: int
+    state: str
+    members: tuple[str, ...]
+    opened_at: float
+    box: str | None
+
+    @property
+    def count(self) -> int:
+        return len(self.members)
+
+    @property
+    def full(self) -> bool:
+        return self.count >= self.capacity
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    resident: str
+    mode: str
+    lane: str
+    checkin: int
+    since: float
+    place: int  # 1-based place in the queue of its mode
+
+
+def members(conn: sqlite3.Connection, tube: str) -> tuple[str, ...]:
+    rows = conn.execute(
+        "SELECT resident FROM tube_members WHERE tube = ? AND position IS NOT NULL "
+        "ORDER BY position",
+        (tube,),
+    ).fetchall()
+    return tuple(str(r[0]) if r[0] is not None else "" for r in rows)
+
+
+def get_tube(conn: sqlite3.Connection, tube: str) -> Tube | None:
+    row = conn.execute(
+        "SELECT tube, mode, capacity, state, opened_at, box FROM tubes WHERE tube = ?", (tube,)
+    ).fetchone()
+    if row is None:
+        return None
+    return Tube(
+        str(row[0]),
+        str(row[1]),
+        int(row[2]),
+        str(row[3]),
+        members(conn, str(row[0])),
+        float(row[4]),
+        row[5],
+    )
+
+
+def open_tube(conn: sqlite3.Connection, mode: str) -> Tube | None:
+    row = conn.execute("SELECT tube FROM tubes WHERE state = 'open' AND mode = ?", (mode,))
+    found = row.fetchone()
+    return None if found is None else get_tube(conn, str(found[0]))
+
+
+def tubes_in_state(conn: sqlite3.Connection, state: str) -> list[Tube]:
+    rows = conn.execute(
+        "SELECT tube FROM tubes WHERE state = ? ORDER BY closed_at, opened_at", (state,)
+    ).fetchall()
+    return [t for r in rows if (t := get_tube(conn, str(r[0]))) is not None]
+
+
+def insert_tube(
+    conn: sqlite3.Connection, tube: str, *, mode: str, capacity: int, sampler: str, at: float
+) -> None:
+    conn.execute(
+        "INSERT INTO tubes(tube, mode, capacity, state, opened_at, opened_by) "
+        "VALUES (?, ?, ?, 'open', ?, ?)",
+        (tube, mode, capacity, at, sampler),
+    )
+
+
+def box_used(conn: sqlite3.Connection, box: str) -> bool:
+    return conn.execute("SELECT 1 FROM boxes WHERE box = ?", (box,)).fetchone() is not None
+
+
+def add_member(conn: sqlite3.Connection, tube: str, resident: str, checkin: int, at: float) -> int:
+    """Append a resident at the next position; returns the position (1-based)."""
+    pos = 1 + int(
+        conn.execute(
+            "SELECT count(*) FROM tube_members WHERE tube = ? AND position IS NOT NULL", (tube,)
+        ).fetchone()[0]
+    )
+    conn.execute(
+        "INSERT INTO tube_members(tube, resident, position, checkin, added_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (tube, resident, pos, checkin, at),
+    )
+    return pos
+
+
+def remove_member(
+    conn: sqlite3.Connection, tube: str, resident: str, reason: str, at: float
+) -> int | None:
+    """Take a resident out of an open tube and close up the positions; returns the old one."""
+    row = conn.execute(
+        "SELECT id, position FROM tube_members "
+        "WHERE tube = ? AND resident = ? AND position IS NOT NULL",
+        (tube, resident),
+    ).fetchone()
+    if row is None:
+        return None
+    member_id, pos = int(row[0]), int(row[1])
+    conn.execute(
+        "UPDATE tube_members SET position = NULL, removed_at = ?, remove_reason = ? WHERE id = ?",
+        (at, reason, member_id),
+    )
+    # Ascending order keeps the (tube, position) index unique at every single step.
+    later = conn.execute(
+        "SELECT id FROM tube_members WHERE tube = ? AND position > ? ORDER BY position",
+        (tube, pos),
+    ).fetchall()
+    for (mid,) in later:
+        conn.execute("UPDATE tube_members SET position = position - 1 WHERE id = ?", (mid,))
+    return pos
+
+
+def sampled_within(conn: sqlite3.Connection, resident: str, since: float) -> str | None:
+    """The tube holding ``resident`` since ``since`` (or any open tube), voided ones aside."""
+    row = conn.execute(
+        "SELECT m.tube FROM tube_members m JOIN tubes t ON t.tube = m.tube "
+        "WHERE m.resident = ? AND m.position IS NOT NULL AND t.state != 'voided' "
+        "AND (m.added_at >= ? OR t.state = 'open') ORDER BY m.added_at DESC LIMIT 1",
+        (resident, since),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def insert_checkin(conn: sqlite3.Connection, row: dict[str, Any]) -> int:
+    cols = list(row)
+    cur = conn.execute(
+        f"INSERT INTO checkins({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+        [json.dumps(v) if isinstance(v, list | tuple) else v for v in row.values()],
+    )
+    return int(cur.lastrowid or 0)
+
+
+def waiting_list(conn: sqlite3.Connection, mode: str) -> list[Waiting]:
+    rows = conn.execute(
+        "SELECT resident, mode, lane, checkin, since FROM waiting WHERE mode = ? ORDER BY id",
+        (mode,),
+    ).fetchall()
+    return [
+        Waiting(str(r[0]), str(r[1]), str(r[2]), int(r[3]), float(r[4]), i)
+        for i, r in enumerate(rows, start=1)
+    ]
+
+
+def waiting_entry(conn: sqlite3.Connection, resident: str) -> Waiting | None:
+    row = conn.execute("SELECT mode FROM waiting WHERE resident = ?", (resident,)).fetchone()
+    if row is None:
+        return None
+    return next(w for w in waiting_list(conn, str(row[0])) if w.resident == resident)
+
+
+def enqueue(
+    conn: sqlite3.Connection, mode: str, *, resident: str, checkin: int, lane: str, at: float
+) -> int:
+    conn.execute(
+        "INSERT INTO waiting(mode, resident, checkin, lane, since) VALUES (?, ?, ?, ?, ?)",
+        (mode, resident, checkin, lane, at),
+    )
+    return int(conn.execute("SELECT count(*) FROM waiting WHERE mode = ?", (mode,)).fetchone()[0])
+
+
+def dequeue(conn: sqlite3.Connection, resident: str) -> None:
+    conn.execute("DELETE FROM waiting WHERE resident = ?", (resident,))
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    events: int
+    checkins: int
+    tube_members: int
+    waiting: int
+
+
+def purge(db: sqlite_utils.Database, retention_s: float, now: float) -> PurgeResult:
+    """Delete delivered events and blank personal data older than the retention period.
+
+    Undelivered events are never touched. Check-in and tube rows stay (counts, decisions,
+    barcodes stay used); only the resident's ``sub`` and masked name go. Tubes still open
+    keep their members.
+    """
+    cutoff = now - retention_s
+    with write_transaction(db) as c:
+        events = c.execute(
+            "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", (cutoff,)
+        ).rowcount
+        checkins = c.execute(
+            "UPDATE checkins SET resident = NULL, name = NULL, purged_at = ? "
+            "WHERE at < ? AND purged_at IS NULL",
+            (now, cutoff),
+        ).rowcount
+        members_ = c.execute(
+            "UPDATE tube_members SET resident = NULL WHERE resident IS NOT NULL AND tube IN "
+            "(SELECT tube FROM tubes WHERE state != 'open' AND closed_at < ?)",
+            (cutoff,),
+        ).rowcount
+        waiting = c.execute("DELETE FROM waiting WHERE since < ?", (cutoff,)).rowcount
+    return PurgeResult(events, checkins, members_, waiting)
+
+
+def counts_by(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> dict[str, int]:
+    return {str(k): int(n) for k, n in conn.execute(sql, tuple(args)).fetchall()}
