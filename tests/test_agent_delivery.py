@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from edge_agent import outbox
 from tests.support.edge import (
-    agent_thread, all_events, produce, station_config, station_db, undelivered, wait_until,
+    agent_thread,
+    all_events,
+    gateway_events,
+    gateway_thread,
+    produce,
+    station_config,
+    station_db,
+    undelivered,
+    wait_until,
 )
 from tests.support.gateway_recorder import Recorder, audit
 from tests.support.mosquitto import Broker
@@ -30,3 +37,93 @@ def test_backlog_then_new_events_arrive_in_order(tmp_path: Path, broker: Broker)
     assert result.ok, result
     assert result.distinct == 350
     assert status and status[0].json()["state"] == "online"
+
+
+@pytest.mark.timeout(90)
+def test_broker_down_while_events_keep_coming(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "broker", persistence=True)
+    broker.start()
+    try:
+        _, config = station_config(tmp_path, broker.url)
+        db = station_db(config)
+        with Recorder(broker.port) as rec, agent_thread(config) as agent:
+            produce(db, config.source, 100, per_transaction=10)
+            wait_until(lambda: undelivered(db) == 0, 30, "first events delivered")
+            broker.stop()
+            for _ in range(20):  # the kiosk goes on committing while the link is down
+                produce(db, config.source, 10)
+            wait_until(lambda: not agent.connected, 10, "agent noticed the outage")
+            assert undelivered(db) == 200
+            broker.start()
+            produce(db, config.source, 50)
+            wait_until(lambda: undelivered(db) == 0, 40, "backlog drained after the restart")
+            rec.wait_for(lambda r: len(r.distinct_event_ids()) == 350, 20, "all recorded")
+        result = audit(all_events(db), rec.events())
+        assert result.ok, result
+        assert result.distinct == 350
+    finally:
+        broker.stop()
+
+
+@pytest.mark.timeout(60)
+def test_frozen_broker_is_noticed_within_one_and_a_half_keepalives(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    try:
+        _, config = station_config(tmp_path, broker.url, keepalive_s=5)
+        db = station_db(config)
+        with Recorder(broker.port, persistent=False) as rec, agent_thread(config) as agent:
+            produce(db, config.source, 20)
+            wait_until(lambda: undelivered(db) == 0, 20, "delivered before the freeze")
+            broker.freeze()
+            frozen_at = time.monotonic()
+            produce(db, config.source, 5)  # sent into the frozen socket: no PUBACK comes
+            wait_until(lambda: not agent.connected, 15, "agent noticed the frozen broker")
+            noticed = time.monotonic() - frozen_at
+            assert noticed <= 1.5 * 5, f"noticed after {noticed:.1f} s"
+            assert undelivered(db) == 5
+            state = outbox.read_state(db)
+            assert state["link.state"] in {"offline", "connecting"}
+            assert "dead" in (state["link.error"] or "")
+            broker.thaw()
+            wait_until(lambda: undelivered(db) == 0, 30, "delivered after the thaw")
+            rec.wait_for(lambda r: len(r.distinct_event_ids()) == 25, 20, "all recorded")
+        result = audit(all_events(db), rec.events())
+        assert result.ok, result
+    finally:
+        broker.stop()
+
+
+def _published_not_acked(db) -> int:  # type: ignore[no-untyped-def]
+    return int(db.conn.execute(
+        "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL AND delivered_at IS NULL"
+    ).fetchone()[0])
+
+
+@pytest.mark.timeout(90)
+def test_end_to_end_ack_recovers_what_a_restarted_broker_forgot(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "broker", persistence=False)
+    broker.start()
+    gw_db = tmp_path / "gateway.db"
+    try:
+        _, config = station_config(tmp_path, broker.url, end_to_end_ack=True, ack_timeout_s=3.0)
+        db = station_db(config)
+        with agent_thread(config) as agent:
+            with gateway_thread(broker.port, gw_db):
+                produce(db, config.source, 50, per_transaction=5)
+                wait_until(lambda: undelivered(db) == 0, 30, "acknowledged by the gateway")
+            # The gateway is away; the broker PUBACKs what it cannot hand to anyone yet.
+            produce(db, config.source, 100, per_transaction=5)
+            wait_until(lambda: _published_not_acked(db) == 100, 30, "PUBACKed, not acked")
+            assert undelivered(db) == 100
+            broker.kill()  # no persistence: the broker forgets what it acknowledged
+            broker.start()
+            with gateway_thread(broker.port, gw_db):
+                wait_until(lambda: undelivered(db) == 0, 40, "resent and acknowledged")
+                assert agent.acked_through == 150
+        stored = gateway_events(gw_db)
+        result = audit(all_events(db), stored)
+        assert result.ok, result
+        assert [e["seq"] for e in stored] == list(range(1, 151))
+    finally:
+        broker.stop()

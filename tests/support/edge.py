@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -17,6 +18,8 @@ import sqlite_utils
 from edge_agent import outbox
 from edge_agent.agent import Agent, build
 from edge_agent.db import open_db, write_transaction
+from edge_agent.gateway import Gateway, open_store
+from edge_agent.link import LinkSettings
 from firmware.config import StationConfig, load_config
 from tests.support.config import write_config
 
@@ -79,8 +82,6 @@ def produce(
 
 
 def all_events(db: sqlite_utils.Database) -> list[dict[str, Any]]:
-    import json
-
     return [json.loads(p) for (p,) in db.conn.execute("SELECT payload FROM outbox ORDER BY seq")]
 
 
@@ -122,10 +123,45 @@ def agent_thread(config: StationConfig) -> Iterator[Agent]:
         assert not errors, errors
 
 
-def agent_process(config_path: Path, *extra: str) -> subprocess.Popen[bytes]:
-    """A real `station agent` process, as systemd would start it."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "kiosk_ui.cli", "-v", "agent", "--config", str(config_path),
-         *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+def agent_process(config_path: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """A real `station agent` process, as systemd would start it; output goes to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kiosk_ui.cli", "-v", "agent", "--config", str(config_path),
+             *extra],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )
+
+
+@contextmanager
+def gateway_thread(
+    port: int, db_path: Path, client_id: str = "gateway-1", group: str = "gateway",
+    **link: Any,
+) -> Iterator[Any]:
+    """The reference gateway consumer, in a thread, until the block ends."""
+    settings = LinkSettings(
+        host="127.0.0.1", port=port, client_id=client_id, tls=link.pop("tls", False),
+        allow_plaintext=True, keepalive_s=5,
+        subscriptions=((f"$share/{group}/sampling/+/+/events", 1),), **link,
     )
+    gw = Gateway(open_store(db_path), settings, reconnect_s=(0.1, 1.0))
+    t = threading.Thread(target=gw.run, name=f"gateway-{client_id}", daemon=True)
+    t.start()
+    try:
+        if not gw.connected.wait(10):
+            raise TimeoutError("the gateway did not connect")
+        yield gw
+    finally:
+        gw.request_stop()
+        t.join(10)
+        gw.store.db.conn.close()
+        assert not t.is_alive(), "the gateway did not stop"
+
+
+def gateway_events(db_path: Path) -> list[dict[str, Any]]:
+    db = open_db(db_path)
+    try:
+        rows = db.conn.execute("SELECT payload FROM events ORDER BY station, seq").fetchall()
+        return [json.loads(p) for (p,) in rows]
+    finally:
+        db.conn.close()
