@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -95,9 +96,11 @@ def test_frozen_broker_is_noticed_within_one_and_a_half_keepalives(tmp_path: Pat
 
 
 def _published_not_acked(db) -> int:  # type: ignore[no-untyped-def]
-    return int(db.conn.execute(
-        "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL AND delivered_at IS NULL"
-    ).fetchone()[0])
+    return int(
+        db.conn.execute(
+            "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL AND delivered_at IS NULL"
+        ).fetchone()[0]
+    )
 
 
 @pytest.mark.timeout(90)
