@@ -154,6 +154,9 @@ class ThermometerSection(_Section):
     retries: int = Field(3, ge=0, le=10)
 
 
+I2C_PINS = (2, 3)
+
+
 class LightsSection(_Section):
     """BCM pin numbers of the lane lights and the buzzer."""
 
@@ -170,6 +173,10 @@ class LightsSection(_Section):
         for name, pin in self.model_dump().items():
             if not 0 <= pin <= 27:
                 raise ValueError(f"{name} = {pin}: the Pi header has GPIO 0 to 27")
+            if pin in I2C_PINS:
+                raise ValueError(
+                    f"{name} = {pin}: GPIO 2 and 3 carry the thermometer's I2C bus (SDA, SCL)"
+                )
             if pin in seen:
                 raise ValueError(f"{name} and {seen[pin]} both use GPIO {pin}")
             seen[pin] = name

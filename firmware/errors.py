@@ -35,3 +35,19 @@ class CameraError(DeviceError):
 
 class PinMapError(ConfigError):
     """A pin map reuses a pin or names one the board does not have."""
+
+
+class ScannerError(DeviceError):
+    """The barcode scanner could not be opened or stopped delivering input."""
+
+
+class LightsError(DeviceError):
+    """The lane lights or the buzzer could not be driven."""
+
+
+class DecoderError(StationError):
+    """An image could not be read, or a QR engine is not available."""
+
+
+class SimulationError(StationError):
+    """A simulated device was asked for something no real device could do."""

@@ -1,0 +1,199 @@
+"""The composition root of the devices: one function per device and one for all of them.
+
+Stable interface:
+
+- :func:`build_hardware` ``(config, *, pin_factory=None) -> Hardware`` -- backend ``"pi"``
+  opens the real devices (picamera2 or OpenCV, the MLX90614 on ``/dev/i2c-N``, gpiozero's
+  default pin factory, the evdev scan gun); backend ``"sim"`` builds the simulated ones
+  (:class:`~firmware.camera.SimCamera`, :class:`~firmware.sim.SimThermometer`, gpiozero's
+  ``MockFactory``, :class:`~firmware.scanner.SimScanner`), reachable typed through
+  ``hardware.sim``. A device that cannot be opened on ``"pi"`` raises a DeviceError that says
+  what is missing; there is never a fallback from real to simulated devices.
+- ``build_camera``, ``build_thermometer``, ``build_lights``, ``build_scanner`` -- the same,
+  one device at a time, for a caller that goes on with what still works (the self-test).
+- :meth:`Hardware.decode_worker` -- a :class:`~firmware.qr.DecodeWorker` on the camera with
+  the configured engine and repeat suppression.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpiozero.pins.mock import MockFactory
+from smbus2 import SMBus
+
+from firmware.camera import FrameSource, OpenCVSource, Picamera2Source, SimCamera
+from firmware.config import HardwareSection, StationConfig
+from firmware.errors import CameraError, DeviceError, SensorError
+from firmware.lights import LaneLights
+from firmware.qr import DecodeWorker, PayloadSink, QrEngine, make_engine
+from firmware.scanner import BarcodeScanner, EvdevScanner, SimScanner
+from firmware.sim import SimThermometer
+from firmware.thermometer import MLX90614, Thermometer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SimDevices:
+    """The simulated devices with their drill controls (``show``, ``queue``, ``feed``)."""
+
+    camera: SimCamera
+    thermometer: SimThermometer
+    scanner: SimScanner
+    pin_factory: Any
+
+
+@dataclass
+class Hardware:
+    backend: str
+    camera: FrameSource
+    thermometer: Thermometer
+    lights: LaneLights
+    scanner: BarcodeScanner
+    engine: QrEngine
+    config: HardwareSection
+    sim: SimDevices | None = None
+    _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def decode_worker(
+        self,
+        sink: PayloadSink,
+        *,
+        on_fault: Callable[[CameraError], None] | None = None,
+        on_recover: Callable[[], None] | None = None,
+    ) -> DecodeWorker:
+        return DecodeWorker(
+            self.camera,
+            self.engine,
+            sink,
+            repeat_suppress_s=self.config.decoder.repeat_suppress_s,
+            frame_timeout_s=max(1.0, 3.0 / self.config.camera.fps),
+            on_fault=on_fault,
+            on_recover=on_recover,
+        )
+
+    def close(self) -> None:
+        for close in reversed(self._closers):
+            try:
+                close()
+            except DeviceError as exc:
+                log.warning("closing a device failed: %s", exc)
+        self._closers.clear()
+
+
+def mock_pin_factory() -> Any:
+    """gpiozero's MockFactory (a Raspberry Pi 3B's header), for the simulated backend."""
+    return MockFactory()
+
+
+def build_camera(hw: HardwareSection) -> FrameSource:
+    c = hw.camera
+    if hw.backend == "sim":
+        return SimCamera(c.width, c.height, c.fps)
+    if c.source == "picamera2":
+        return Picamera2Source(c.width, c.height, c.fps)
+    return OpenCVSource(c.device, c.width, c.height, c.fps)
+
+
+def build_thermometer(hw: HardwareSection) -> Thermometer:
+    t = hw.thermometer
+    if hw.backend == "sim":
+        return SimThermometer(
+            address=t.address,
+            calibration_offset_c=t.calibration_offset_c,
+            presence_delta_c=t.presence_delta_c,
+            stable_window=t.stable_window,
+            stable_spread_c=t.stable_spread_c,
+            retries=t.retries,
+        )
+    dev = Path(f"/dev/i2c-{t.bus}")
+    try:
+        bus = SMBus(t.bus)
+    except FileNotFoundError:
+        raise SensorError(
+            f"no I2C bus {dev}: enable it with dtparam=i2c_arm=on in /boot/firmware/config.txt "
+            "(firmware/boot/config.txt) and reboot, or fix hardware.thermometer.bus"
+        ) from None
+    except PermissionError:
+        raise SensorError(
+            f"no permission to open {dev}: the station's user must be in the i2c group"
+        ) from None
+    return Thermometer(
+        MLX90614(bus, t.address, retries=t.retries),
+        calibration_offset_c=t.calibration_offset_c,
+        presence_delta_c=t.presence_delta_c,
+        stable_window=t.stable_window,
+        stable_spread_c=t.stable_spread_c,
+    )
+
+
+def build_lights(hw: HardwareSection, pin_factory: Any = None) -> LaneLights:
+    if pin_factory is None and hw.backend == "sim":
+        pin_factory = mock_pin_factory()
+    return LaneLights(hw.lights, pin_factory)
+
+
+def build_scanner(hw: HardwareSection) -> BarcodeScanner:
+    s = hw.scanner
+    if hw.backend == "sim":
+        return SimScanner(min_length=s.min_length)
+    return EvdevScanner(s.device, min_length=s.min_length)
+
+
+def build_hardware(config: StationConfig, *, pin_factory: Any = None) -> Hardware:
+    """Every device of ``config.hardware``; closes what it opened if one fails."""
+    hw = config.hardware
+    engine = make_engine(hw.decoder.engine)
+    if hw.backend == "sim":
+        return _build_sim(hw, engine, pin_factory)
+    closers: list[Callable[[], None]] = []
+    try:
+        camera = build_camera(hw)
+        closers.append(camera.close)
+        thermometer = build_thermometer(hw)
+        closers.append(_bus_closer(thermometer))
+        lights = build_lights(hw, pin_factory)
+        closers.append(lights.close)
+        scanner = build_scanner(hw)
+        closers.append(scanner.stop)
+    except DeviceError:
+        for close in reversed(closers):
+            close()
+        raise
+    log.info("hardware: backend pi, decoder %s", engine.name)
+    return Hardware("pi", camera, thermometer, lights, scanner, engine, hw, None, closers)
+
+
+def _build_sim(hw: HardwareSection, engine: QrEngine, pin_factory: Any) -> Hardware:
+    t, c = hw.thermometer, hw.camera
+    factory = mock_pin_factory() if pin_factory is None else pin_factory
+    camera = SimCamera(c.width, c.height, c.fps)
+    thermometer = SimThermometer(
+        address=t.address,
+        calibration_offset_c=t.calibration_offset_c,
+        presence_delta_c=t.presence_delta_c,
+        stable_window=t.stable_window,
+        stable_spread_c=t.stable_spread_c,
+        retries=t.retries,
+    )
+    scanner = SimScanner(min_length=hw.scanner.min_length)
+    lights = LaneLights(hw.lights, factory)
+    sim = SimDevices(camera, thermometer, scanner, factory)
+    closers = [camera.close, thermometer.bus.close, lights.close, scanner.stop]
+    log.info("hardware: backend sim, decoder %s", engine.name)
+    return Hardware("sim", camera, thermometer, lights, scanner, engine, hw, sim, closers)
+
+
+def _bus_closer(thermometer: Thermometer) -> Callable[[], None]:
+    def close() -> None:
+        bus = thermometer.sensor.bus
+        closer = getattr(bus, "close", None)
+        if callable(closer):
+            closer()
+
+    return close
