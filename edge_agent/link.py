@@ -121,13 +121,33 @@ class Message:
 LinkEvent = Connected | ConnectFailed | Disconnected | Published | Message
 
 
-def ssl_context(s: LinkSettings) -> ssl.SSLContext:
+class _TlsContext(ssl.SSLContext):
+    """Remembers the sockets it wraps, so a failed handshake's socket can be closed here."""
+
+    wrapped: list[ssl.SSLSocket]
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        sock = super().wrap_socket(*args, **kwargs)
+        self.wrapped.append(sock)
+        return sock
+
+    def close_wrapped(self) -> None:
+        for sock in self.wrapped:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self.wrapped.clear()
+
+
+def ssl_context(s: LinkSettings) -> _TlsContext:
     """A client TLS context: the given CA (or the system's), and the station's certificate."""
+    ctx = _TlsContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.wrapped = []
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        ctx = ssl.create_default_context(
-            ssl.Purpose.SERVER_AUTH, cafile=str(s.ca_file) if s.ca_file else None
-        )
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if s.ca_file is not None:
+            ctx.load_verify_locations(cafile=str(s.ca_file))
+        else:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
         if s.cert_file is not None and s.key_file is not None:
             ctx.load_cert_chain(str(s.cert_file), str(s.key_file))
     except (OSError, ssl.SSLError) as exc:
@@ -164,9 +184,8 @@ class Connection:
         self.conn = conn
         self._requests: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._stop = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._tags: dict[int, Any] = {}
         self._connected = False
@@ -174,7 +193,7 @@ class Connection:
         self._last_in = time.monotonic()
         self._client: mqtt.Client | None = None
         self._password: str | None = None
-        self._ctx: ssl.SSLContext | None = None
+        self._ctx: _TlsContext | None = None
         if settings.password_file is not None:
             try:
                 self._password = settings.password_file.read_text(encoding="utf-8").strip()
@@ -186,6 +205,9 @@ class Connection:
     # --- owner side -------------------------------------------------------------------
 
     def start(self) -> None:
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._thread = threading.Thread(
             target=self._run, name=f"mqtt-link-{self.conn}", daemon=True
         )
@@ -215,8 +237,9 @@ class Connection:
         self._wake()
 
     def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"\0")
+        if self._wake_w is not None:
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\0")
 
     # --- network thread ---------------------------------------------------------------
 
@@ -250,8 +273,11 @@ class Connection:
             log.exception("link %d failed", self.conn)
             self._end(f"link error: {exc}")
         finally:
-            self._wake_r.close()
-            self._wake_w.close()
+            if self._ctx is not None:
+                self._ctx.close_wrapped()
+            for sock in (self._wake_r, self._wake_w):
+                if sock is not None:
+                    sock.close()
 
     def _end(self, reason: str, *, failed_connect: bool = False, permanent: bool = False) -> None:
         if self._ended:
@@ -283,6 +309,9 @@ class Connection:
         except (OSError, ValueError) as exc:
             self._end(f"cannot reach {s.host}:{s.port}: {exc}")
             return
+        wake = self._wake_r
+        if wake is None:
+            raise LinkError("the link was not started")
         self._last_in = time.monotonic()
         started = time.monotonic()
         tick = min(0.25, s.keepalive_s / 10)
@@ -295,14 +324,14 @@ class Connection:
             wlist = [sock] if client.want_write() else []
             try:
                 readable, writable, _ = select.select(
-                    [sock, self._wake_r], wlist, [], 0.0 if pending else tick
+                    [sock, wake], wlist, [], 0.0 if pending else tick
                 )
             except (OSError, ValueError) as exc:
                 self._end(f"socket error: {exc}")
                 break
-            if self._wake_r in readable:
+            if wake in readable:
                 with contextlib.suppress(OSError):
-                    self._wake_r.recv(4096)
+                    wake.recv(4096)
                 self._serve_requests(client)
             if sock in readable or pending:
                 self._last_in = time.monotonic()
