@@ -416,6 +416,7 @@ class Agent:
             changes = commands.apply_settings(
                 self.db, self.config.source, self.config.sampling, cmd
             )
+            self.maybe_more = True  # our own commit does not move PRAGMA data_version
             return {"changed": changes}
         if cmd.command == "request_telemetry":
             self.next_telemetry = self.clock()

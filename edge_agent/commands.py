@@ -75,9 +75,11 @@ def parse(payload: bytes) -> Command:
     if len(payload) > MAX_COMMAND_BYTES:
         raise CommandError(f"command too large ({len(payload)} bytes, at most {MAX_COMMAND_BYTES})")
     try:
-        data = json.loads(payload)
+        text = payload.decode("utf-8")
     except UnicodeDecodeError:
         raise CommandError("malformed command: not UTF-8 text") from None
+    try:
+        data = json.loads(text)
     except ValueError as exc:
         raise CommandError(f"malformed command: not JSON ({exc})") from None
     _validate(data, "envelope", "command")
