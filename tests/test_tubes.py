@@ -214,7 +214,8 @@ def test_a_sealed_group_never_changes(rig: Rig) -> None:
     # even a write that bypasses the station is stopped by the database
     conn = s.db.conn
     for sql in (
-        f"INSERT INTO tube_members(tube, resident, position, added_at) VALUES ('{TUBE1}', 'x', 3, 0)",
+        "INSERT INTO tube_members(tube, resident, position, added_at) "
+        f"VALUES ('{TUBE1}', 'x', 3, 0)",
         f"UPDATE tube_members SET position = 9 WHERE tube = '{TUBE1}'",
         f"DELETE FROM tube_members WHERE tube = '{TUBE1}'",
         f"UPDATE tubes SET state = 'open' WHERE tube = '{TUBE1}'",
