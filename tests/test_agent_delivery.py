@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from edge_agent import outbox
+from edge_agent.db import open_db
+from edge_agent.errors import StorageError
 from tests.support.edge import (
     agent_thread,
     all_events,
@@ -130,3 +132,25 @@ def test_end_to_end_ack_recovers_what_a_restarted_broker_forgot(tmp_path: Path) 
         assert [e["seq"] for e in stored] == list(range(1, 151))
     finally:
         broker.stop()
+
+
+@pytest.mark.timeout(60)
+def test_full_disk_fails_the_kiosk_loudly_and_delivery_goes_on(
+    tmp_path: Path, broker: Broker
+) -> None:
+    _, config = station_config(tmp_path, broker.url)
+    db = station_db(config)
+    stored = produce(db, config.source, 400, per_transaction=50)
+    # The kiosk's connection sees a disk with no room left for one more page.
+    kiosk = open_db(config.storage.path)
+    pages = kiosk.conn.execute("PRAGMA page_count").fetchone()[0]
+    kiosk.conn.execute(f"PRAGMA max_page_count = {pages}")
+    with Recorder(broker.port) as rec, agent_thread(config):
+        with pytest.raises(StorageError, match="not stored"):
+            produce(kiosk, config.source, 200, per_transaction=200)
+        assert outbox.stats(kiosk).last_seq == 400  # nothing half-written
+        wait_until(lambda: undelivered(db) == 0, 30, "what was stored is delivered")
+        rec.wait_for(lambda r: len(r.distinct_event_ids()) == 400, 10, "recorded")
+    kiosk.conn.close()
+    result = audit(stored, rec.events())
+    assert result.ok and result.distinct == 400, result
