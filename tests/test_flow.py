@@ -1,0 +1,361 @@
+"""The kiosk's resident flow on the real Station (SQLite file) and the real lane lights
+(gpiozero's MockFactory), without Kivy."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firmware.errors import ConfigError
+from firmware.hardware import build_lights
+from firmware.lights import LaneLights
+from kiosk_ui import national_id
+from kiosk_ui.flow import (
+    TRANSITIONS,
+    FaultKind,
+    KioskFlow,
+    StaffLock,
+    State,
+    View,
+    hash_secret,
+    load_secret_hashes,
+)
+from kiosk_ui.station import Station
+from tests.support.station import Clock, make_config, rejected, resident
+
+
+class TableVerifier:
+    """Codes the test prints: text -> verdict, as a verifier would decide them."""
+
+    def __init__(self) -> None:
+        self.table: dict[str, Any] = {}
+
+    def verify(self, text: str, now: float) -> Any:
+        if text not in self.table:
+            raise ValueError(f"the test printed no code {text!r}")
+        return self.table[text]
+
+
+@dataclass
+class Kiosk:
+    flow: KioskFlow
+    station: Station
+    lights: LaneLights
+    clock: Clock
+    codes: TableVerifier
+    views: list[View] = field(default_factory=list)
+    measures: list[int] = field(default_factory=list)
+    spoken: list[View] = field(default_factory=list)
+
+    def show(self, text: str, *temps: float) -> View:
+        self.flow.code_read(text)
+        for t in temps:
+            assert self.flow.state in (State.MEASURING, State.REMEASURE)
+            self.flow.reading(t)
+        return self.flow.view
+
+
+@pytest.fixture
+def kiosk(tmp_path: Path) -> Iterator[Kiosk]:
+    config = make_config(tmp_path)
+    clock = Clock()
+    codes = TableVerifier()
+    station = Station.open(config, codes, clock=clock)
+    lights = build_lights(config.hardware)
+    k = Kiosk(None, station, lights, clock, codes)  # type: ignore[arg-type]
+    k.flow = KioskFlow(
+        station,
+        result_timeout_s=6.0,
+        measure=lambda: k.measures.append(1),
+        on_view=k.views.append,
+        set_lights=lights.show,  # type: ignore[arg-type]
+        speak=k.spoken.append,
+        clock=clock,
+    )
+    k.flow.start()
+    codes.table.update(
+        {
+            "HC1:GREEN1": resident("r1", "green", "张三"),
+            "HC1:GREEN2": resident("r2", "green", "李四"),
+            "HC1:ELDER": resident("r3", "green", "王五", cat=["elderly"]),
+            "HC1:YELLOW": resident("r4", "yellow", "赵六"),
+            "HC1:RED": resident("r5", "red", "钱七"),
+            "HC1:FORGED": rejected("bad_signature"),
+        }
+    )
+    yield k
+    lights.close()
+    station.close()
+
+
+def events(station: Station) -> list[tuple[str, dict[str, Any]]]:
+    rows = station.db.conn.execute("SELECT type, payload FROM outbox ORDER BY seq").fetchall()
+    return [(t, json.loads(p)["data"]) for t, p in rows]
+
+
+def test_green_code_joins_the_open_tube_and_lights_the_main_lane(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300001", "S1")
+    view = kiosk.show("HC1:GREEN1", 36.6)
+    assert view.state is State.RESULT
+    assert (view.decision, view.lane, view.tube, view.position, view.capacity) == (
+        "pool",
+        "main",
+        "TB2026112300001",
+        1,
+        10,
+    )
+    assert view.name == "张*"
+    assert view.temperature_c == 36.6
+    assert kiosk.lights.snapshot() == {"main": "go", "green": "idle", "isolation": "idle"}
+    assert kiosk.measures == [1]
+    # committed before it was shown
+    checkins = [d for t, d in events(kiosk.station) if t == "sampling.checkin.recorded"]
+    assert len(checkins) == 1 and checkins[0]["position"] == 1
+    assert kiosk.spoken[-1].position == 1
+
+
+def test_priority_group_goes_to_the_green_lane(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300001", "S1")
+    view = kiosk.show("HC1:ELDER", 36.4)
+    assert (view.state, view.lane, view.position) == (State.RESULT, "green", 1)
+    assert kiosk.lights.snapshot()["green"] == "go"
+    assert kiosk.lights.snapshot()["main"] == "idle"
+
+
+def test_fever_is_measured_again_and_the_second_reading_counts(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300001", "S1")
+    kiosk.flow.code_read("HC1:GREEN1")
+    kiosk.flow.reading(37.8)
+    assert kiosk.flow.state is State.REMEASURE
+    assert kiosk.flow.view.prompt == "measure.again_why"
+    assert kiosk.lights.snapshot()["main"] == "wait"
+    kiosk.flow.reading(36.9)
+    assert kiosk.flow.state is State.RESULT
+    assert kiosk.flow.view.temperature_c == 36.9
+    assert len(kiosk.measures) == 2
+
+
+def test_confirmed_fever_sends_to_isolation_with_beacon_and_alert(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300001", "S1")
+    view = kiosk.show("HC1:GREEN1", 37.9, 38.1)
+    assert (view.state, view.decision, view.lane, view.reason) == (
+        State.ISOLATION,
+        "isolate",
+        "isolation",
+        "fever",
+    )
+    assert view.tube is None
+    assert kiosk.lights.snapshot() == {"main": "stop", "green": "idle", "isolation": "isolate"}
+    kinds = [d["kind"] for t, d in events(kiosk.station) if t == "sampling.alert.raised"]
+    assert kinds == ["fever"]
+    assert kiosk.station.open_tube().count == 0  # type: ignore[union-attr]
+
+
+def test_red_code_is_isolated_without_measuring(kiosk: Kiosk) -> None:
+    view = kiosk.show("HC1:RED")
+    assert (view.state, view.reason, view.prompt) == (State.ISOLATION, "red_code", "isolation.red")
+    assert kiosk.measures == []
+
+
+def test_rejected_code_goes_to_the_staff_desk_and_joins_nothing(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300001", "S1")
+    view = kiosk.show("HC1:FORGED")
+    assert (view.state, view.decision, view.lane, view.reason) == (
+        State.STAFF,
+        "refer",
+        "staff",
+        "bad_signature",
+    )
+    assert kiosk.lights.snapshot()["main"] == "stop"
+    assert kiosk.station.open_tube().members == ()  # type: ignore[union-attr]
+
+
+def test_yellow_code_gets_a_single_tube(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300009", "S1", mode="single")
+    view = kiosk.show("HC1:YELLOW", 36.5)
+    assert (view.state, view.decision, view.lane, view.prompt) == (
+        State.RESULT,
+        "single",
+        "single",
+        "result.single",
+    )
+    assert kiosk.lights.snapshot()["main"] == "go"
+
+
+def test_no_open_tube_waits_then_joins_when_the_sampler_scans_one(kiosk: Kiosk) -> None:
+    view = kiosk.show("HC1:GREEN1", 36.6)
+    assert (view.state, view.prompt, view.queue_place) == (State.WAIT, "wait.no_tube", 1)
+    assert kiosk.lights.snapshot()["main"] == "wait"
+    kiosk.station.scan("TB2026112300001", "S1")
+    kiosk.flow.tubes_changed()
+    view = kiosk.flow.view
+    assert (view.state, view.tube, view.position) == (State.RESULT, "TB2026112300001", 1)
+    assert kiosk.lights.snapshot()["main"] == "go"
+
+
+def test_full_tube_waits_with_the_full_message(tmp_path: Path) -> None:
+    config = make_config(tmp_path, {"pool_size": 1})
+    codes = TableVerifier()
+    codes.table.update({"HC1:A": resident("a"), "HC1:B": resident("b")})
+    with Station.open(config, codes, clock=Clock()) as station:
+        flow = KioskFlow(station, clock=Clock())
+        station.scan("TB2026112300001", "S1")
+        flow.code_read("HC1:A")
+        flow.reading(36.5)
+        assert flow.view.position == 1
+        flow.code_read("HC1:B")
+        flow.reading(36.5)
+        assert (flow.state, flow.view.prompt, flow.view.tube_full) == (
+            State.WAIT,
+            "wait.full",
+            True,
+        )
+
+
+def test_the_result_gives_way_to_idle_after_the_timeout(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300001", "S1")
+    kiosk.show("HC1:GREEN1", 36.6)
+    kiosk.clock.advance(5.9)
+    kiosk.flow.tick()
+    assert kiosk.flow.state is State.RESULT
+    kiosk.clock.advance(0.2)
+    kiosk.flow.tick()
+    assert kiosk.flow.state is State.IDLE
+    assert kiosk.lights.snapshot() == {"main": "idle", "green": "idle", "isolation": "idle"}
+
+
+def test_the_next_code_is_served_while_a_result_is_still_shown(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300001", "S1")
+    kiosk.show("HC1:GREEN1", 36.6)
+    view = kiosk.show("HC1:GREEN2", 36.7)
+    assert (view.state, view.position, view.name) == (State.RESULT, 2, "李*")
+
+
+def test_a_code_shown_while_measuring_is_ignored(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300001", "S1")
+    kiosk.flow.code_read("HC1:GREEN1")
+    kiosk.flow.code_read("HC1:GREEN2")
+    kiosk.flow.reading(36.6)
+    assert kiosk.flow.view.name == "张*"
+    assert kiosk.station.open_tube().members == ("r1",)  # type: ignore[union-attr]
+
+
+def test_thermometer_fault_asks_staff_for_a_hand_reading(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300001", "S1")
+    kiosk.flow.code_read("HC1:GREEN1")
+    kiosk.flow.sensor_fault("no one in front of the thermometer within 5.0 s")
+    view = kiosk.flow.view
+    assert (view.state, view.fault, view.prompt) == (
+        State.MANUAL_TEMPERATURE,
+        FaultKind.THERMOMETER,
+        "fault.thermometer",
+    )
+    kiosk.flow.manual_temperature(36.5)
+    assert kiosk.flow.state is State.RESULT
+    # the next resident goes straight to the hand reading while the sensor is faulty
+    kiosk.flow.code_read("HC1:GREEN2")
+    assert kiosk.flow.state is State.MANUAL_TEMPERATURE
+    assert len(kiosk.measures) == 1
+
+
+def test_a_tube_held_to_the_camera_tells_the_staff_and_records_nothing(kiosk: Kiosk) -> None:
+    kiosk.flow.code_read("TB2026112300001")
+    view = kiosk.flow.view
+    assert (view.state, view.reason) == (State.STAFF, "tube_barcode_on_camera")
+    assert view.message("zh") and view.message("en")
+    assert events(kiosk.station) == []
+
+
+def test_storage_failure_is_the_failsafe_and_confirms_nothing(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300001", "S1")
+    kiosk.station.db.conn.execute("PRAGMA query_only = ON")
+    kiosk.flow.code_read("HC1:GREEN1")
+    kiosk.flow.reading(36.6)
+    view = kiosk.flow.view
+    assert (view.state, view.fault) == (State.FAULT, FaultKind.STORAGE)
+    assert view.position is None
+    assert kiosk.lights.snapshot()["main"] == "fault"
+    kiosk.station.db.conn.execute("PRAGMA query_only = OFF")
+    assert kiosk.station.open_tube().members == ()  # type: ignore[union-attr]
+
+
+def test_an_unexpected_error_ends_in_the_failsafe_state(kiosk: Kiosk) -> None:
+    kiosk.flow.code_read("HC1:NEVER-PRINTED")
+    assert (kiosk.flow.state, kiosk.flow.view.fault) == (State.FAULT, FaultKind.INTERNAL)
+    assert "ValueError" in (kiosk.flow.view.message("en") or "")
+    kiosk.flow.code_read("HC1:GREEN1")  # nobody is served until staff reset
+    assert kiosk.flow.state is State.FAULT
+    kiosk.flow.reset()
+    assert kiosk.flow.state is State.IDLE
+
+
+def test_a_transition_outside_the_table_is_refused(kiosk: Kiosk) -> None:
+    assert State.WAIT not in TRANSITIONS[State.FAULT]
+    kiosk.flow.storage_fault("disk full")
+    kiosk.flow._enter(View(State.WAIT, since=0.0))
+    assert (kiosk.flow.state, kiosk.flow.view.fault) == (State.FAULT, FaultKind.INTERNAL)
+
+
+def test_camera_fault_and_recovery(kiosk: Kiosk) -> None:
+    kiosk.flow.camera_fault("no frame from the camera within 1.0 s")
+    assert (kiosk.flow.state, kiosk.flow.view.fault) == (State.FAULT, FaultKind.CAMERA)
+    kiosk.flow.reset()
+    assert kiosk.flow.state is State.FAULT  # still broken: reset does not pretend
+    kiosk.flow.camera_ok()
+    assert kiosk.flow.state is State.IDLE
+
+
+def test_resident_without_a_code_checks_in_by_national_id(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300001", "S1")
+    key = b"campaign-key-0123456789"
+    sub = national_id.derive_sub("11010519491231002x", key)
+    kiosk.flow.manual_id(sub, staff="S1")
+    assert kiosk.flow.state is State.MEASURING
+    kiosk.flow.reading(36.4)
+    view = kiosk.flow.view
+    assert (view.state, view.decision, view.position) == (State.RESULT, "pool", 1)
+    payloads = kiosk.station.db.conn.execute("SELECT payload FROM outbox").fetchall()
+    text = "".join(p for (p,) in payloads)
+    assert sub in text and "110105" not in text
+
+
+def test_staff_lock_opens_with_pin_or_badge_and_closes_after_inactivity(tmp_path: Path) -> None:
+    pin_file = tmp_path / "staff.pins"
+    pin_file.write_text(
+        "# staff of tent K03\n" + hash_secret("2468", 1000) + "\n" + hash_secret("BADGE-77", 1000)
+    )
+    clock = Clock()
+    lock = StaffLock(load_secret_hashes(pin_file), lock_after_s=120, clock=clock)
+    assert not lock.unlocked
+    assert not lock.unlock("1234")
+    assert lock.unlock("2468")
+    clock.advance(100)
+    lock.touch()
+    clock.advance(100)
+    assert lock.unlocked
+    clock.advance(120)
+    assert not lock.unlocked
+    assert lock.unlock("BADGE-77", who="badge")
+    assert "2468" not in pin_file.read_text()
+
+
+def test_a_pin_file_that_holds_a_plain_pin_is_refused(tmp_path: Path) -> None:
+    pin_file = tmp_path / "staff.pins"
+    pin_file.write_text("2468\n")
+    with pytest.raises(ConfigError, match="pbkdf2_sha256"):
+        load_secret_hashes(pin_file)
+
+
+def test_database_closed_under_the_kiosk_is_a_storage_fault(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300001", "S1")
+    kiosk.flow.code_read("HC1:GREEN1")
+    kiosk.station.db.conn.close()
+    kiosk.flow.reading(36.6)
+    assert kiosk.flow.view.fault is FaultKind.STORAGE
+    kiosk.station.db.conn = sqlite3.connect(":memory:")  # so the fixture can close it
