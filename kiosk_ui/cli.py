@@ -20,6 +20,7 @@ from firmware.errors import ConfigError, StationError
 COMMANDS: dict[str, tuple[str, str]] = {
     "verify-code": ("kiosk_ui.verify_cli", "verify a resident code offline and print the verdict"),
     "config": ("kiosk_ui.config_cli", "check a station configuration file"),
+    "selftest": ("hardware_tests.cli", "check each device, storage, clock and broker"),
     "db": ("kiosk_ui.db_cli", "outbox statistics and the retention purge of the station database"),
     "agent": ("edge_agent.cli", "deliver the outbox to the township broker; `status` shows it"),
     "gateway": ("edge_agent.gateway_cli", "reference gateway consumer: store events, send acks"),
