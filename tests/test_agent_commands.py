@@ -16,6 +16,7 @@ from edge_agent.agent import Agent, cpu_temperature
 from edge_agent.db import write_transaction
 from edge_agent.errors import CommandError
 from firmware.config import SamplingSection
+from tests.support.contract import validate_event
 from tests.support.edge import (
     agent_thread,
     produce,
@@ -174,6 +175,7 @@ def test_commands_over_mqtt(tmp_path: Path, broker: Broker) -> None:
         rec.wait_for(lambda r: len(r.events()) == 6, 10, "settings event delivered")
         changed = rec.events()[-1]
         assert changed["type"] == "sampling.settings.changed"
+        validate_event(changed)
         assert changed["data"] == {
             "command": ok_id,
             "changes": {"sampling.pool_size": 8},

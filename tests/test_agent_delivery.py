@@ -10,6 +10,7 @@ import pytest
 from edge_agent import outbox
 from edge_agent.db import open_db
 from edge_agent.errors import StorageError
+from tests.support.contract import validate_event
 from tests.support.edge import (
     agent_thread,
     all_events,
@@ -39,6 +40,8 @@ def test_backlog_then_new_events_arrive_in_order(tmp_path: Path, broker: Broker)
     result = audit(all_events(db), rec.events())
     assert result.ok, result
     assert result.distinct == 350
+    for event in rec.events():
+        validate_event(event)  # what reached the broker keeps the published contract
     assert status and status[0].json()["state"] == "online"
 
 
