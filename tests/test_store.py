@@ -1,0 +1,293 @@
+"""The store: migrations, a full disk, the retention purge, two processes on one file."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_agent import outbox
+from edge_agent.db import open_db
+from edge_agent.errors import StorageError
+from kiosk_ui import store
+from kiosk_ui.cli import main as station_main
+from kiosk_ui.station import Station
+from tests.support.config import write_config
+from tests.support.contract import check_outbox
+from tests.support.station import Rig, open_station, rejected, resident
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = ("checkins", "tubes", "tube_members", "boxes", "waiting", "outbox", "outbox_counter")
+
+
+def snapshot(path: Path) -> dict[str, list[Any]]:
+    """Every row of the station's tables, read through a connection of its own."""
+    conn = sqlite3.connect(path)
+    try:
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in TABLES}
+    finally:
+        conn.close()
+
+
+def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "s.db")
+    store.install(db)
+    store.install(db)
+    versions = dict(db.conn.execute("SELECT component, version FROM schema_version").fetchall())
+    assert versions == {"outbox": len(outbox.MIGRATIONS), "kiosk": len(store.MIGRATIONS)}
+    assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert set(TABLES) <= set(db.table_names())
+    db.conn.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "s.db")
+    store.install(db)
+    db.conn.execute("UPDATE schema_version SET version = 99 WHERE component = 'kiosk'")
+    with pytest.raises(StorageError, match="newer than this software knows"):
+        store.install(db)
+    db.conn.close()
+
+
+def _busy_day(rig: Rig, n: int) -> None:
+    s = rig.station
+    for i in range(n):
+        if s.open_tube() is None:
+            s.scan(f"TB{rig.clock.now:.0f}{i:04d}", "S07")
+        s.check_in(resident(f"res-{i:04d}", name="居民甲"), [36.5])
+        if s.open_tube() is not None and s.open_tube().full:
+            s.seal("S07")
+
+
+def _fill_until_full(rig: Rig) -> tuple[StorageError, dict[str, list[Any]]]:
+    """Check residents in until a write fails; returns the error and the state before it."""
+    s = rig.station
+    for i in range(100_000):
+        before = snapshot(rig.config.storage.path)
+        try:
+            if s.open_tube() is None:
+                s.scan(f"TB{i:08d}", "S07")
+            s.check_in(resident(f"full-{i:05d}", name="居民乙"), [36.5])
+            if s.open_tube().full:
+                s.seal("S07")
+        except StorageError as exc:
+            return exc, before
+    raise AssertionError("the disk never filled up")
+
+
+def test_full_database_raises_and_writes_nothing(tmp_path: Path) -> None:
+    rig = open_station(tmp_path, {"pool_size": 3})
+    conn = rig.station.db.conn
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages + 4}")
+    exc, before = _fill_until_full(rig)
+    assert "full" in str(exc)
+    assert snapshot(rig.config.storage.path) == before
+    # room again: the station carries on where it stopped, seq without a gap
+    conn.execute("PRAGMA max_page_count = 1000000")
+    rig.station.check_in(resident("after-full"), [36.5])
+    check_outbox(conn)
+    rig.station.close()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    where = tmp_path / "tmpfs"
+    where.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs: {done.stderr.decode(errors='replace')}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def _may_mount() -> bool:
+    """Whether this process holds CAP_SYS_ADMIN (bit 21 of CapEff), which mount needs."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return False
+    caps = next(
+        (line.split()[1] for line in status.splitlines() if line.startswith("CapEff:")), "0"
+    )
+    return os.geteuid() == 0 and bool(int(caps, 16) & (1 << 21))
+
+
+@pytest.mark.skipif(not _may_mount(), reason="mounting a small tmpfs needs root with CAP_SYS_ADMIN")
+def test_full_disk_raises_and_writes_nothing(tmp_path: Path, small_tmpfs: Path) -> None:
+    rig = open_station(tmp_path, {"pool_size": 4})
+    rig.station.close()
+    config = rig.config.model_copy(
+        update={
+            "storage": rig.config.storage.model_copy(update={"path": small_tmpfs / "station.db"})
+        }
+    )
+    station = Station.open(config, clock=rig.clock)
+    rig = Rig(station, rig.clock, config, tmp_path)
+    exc, before = _fill_until_full(rig)
+    assert "not stored" in str(exc) or "cannot start" in str(exc)
+    assert snapshot(config.storage.path) == before
+    check_outbox(station.db.conn)
+    station.close()
+
+
+def _mark_all_delivered(path: Path, at: float) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE outbox SET published_at = ?, delivered_at = ?", (at, at))
+    conn.close()
+
+
+def test_purge_keeps_counts_and_undelivered_events(tmp_path: Path) -> None:
+    rig = open_station(tmp_path, {"pool_size": 3})
+    _busy_day(rig, 7)
+    rig.station.check_in(rejected("expired"))
+    s = rig.station
+    path = rig.config.storage.path
+    old_now = time.time()
+    _mark_all_delivered(path, old_now)
+    old_last = check_outbox(s.db.conn)[-1]["seq"]
+    rig.clock.advance(15 * 86400)
+    fresh = s.check_in(resident("fresh", name="新人"), [36.5])  # undelivered, recent
+    counts_before = s.db.conn.execute(
+        "SELECT decision, count(*) FROM checkins GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    result = store.purge(s.db, 14 * 86400, old_now + 15 * 86400)
+    assert result.events == old_last
+    assert result.checkins == 8 and result.tube_members == 6
+    remaining = check_outbox(s.db.conn)
+    assert [e["seq"] for e in remaining] == [old_last + 1, old_last + 2]
+    assert (
+        s.db.conn.execute(
+            "SELECT decision, count(*) FROM checkins GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        == counts_before
+    )
+    assert s.db.conn.execute(
+        "SELECT count(*) FROM checkins WHERE resident IS NOT NULL OR name IS NOT NULL"
+    ).fetchone() == (1,)
+    assert s.db.conn.execute(
+        "SELECT resident, name FROM checkins WHERE id = ?", (fresh.checkin_id,)
+    ).fetchone() == ("fresh", "新*")
+    # the open tube keeps its members; tube barcodes stay used
+    assert s.db.conn.execute(
+        "SELECT count(*) FROM tube_members WHERE resident IS NULL"
+    ).fetchone() == (6,)
+    assert s.db.conn.execute("SELECT count(*) FROM tubes").fetchone()[0] == 3
+    # the next event continues the numbering
+    nxt = s.check_in(resident("next"), [36.5])
+    assert nxt.events[0]["seq"] == old_last + 3
+    s.close()
+
+
+def test_purge_never_touches_undelivered_events(tmp_path: Path) -> None:
+    rig = open_station(tmp_path)
+    _busy_day(rig, 4)
+    n = len(check_outbox(rig.station.db.conn))
+    result = store.purge(rig.station.db, 0, time.time() + 365 * 86400)
+    assert result.events == 0
+    assert len(check_outbox(rig.station.db.conn)) == n
+    rig.station.close()
+
+
+def test_station_db_cli_purge_and_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rig = open_station(tmp_path, {"pool_size": 2})
+    _busy_day(rig, 4)
+    rig.station.close()
+    cfg = write_config(tmp_path, {"storage": {"retention_days": 0}, "sampling": {"pool_size": 2}})
+    path = rig.config.storage.path
+    _mark_all_delivered(path, time.time() - 10)
+    assert station_main(["db", "stats", "--config", str(cfg), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert (stats["undelivered"], stats["checkins"], stats["tubes"]["sealed"]) == (0, 4, 2)
+    assert stats["delivered_stored"] == stats["last_seq"] > 0
+    assert station_main(["db", "purge", "--config", str(cfg), "--json"]) == 0
+    purged = json.loads(capsys.readouterr().out)
+    assert purged["events"] == stats["last_seq"] and purged["checkins"] == 4
+    assert station_main(["db", "stats", "--config", str(cfg)]) == 0
+    text = capsys.readouterr().out
+    assert "checkins_purged" in text and "delivered_stored" in text
+    assert station_main(["db", "purge", "--config", str(tmp_path / "missing.toml")]) == 2
+
+
+READER = textwrap.dedent(
+    """
+    import json, sys, time
+    from edge_agent import outbox
+    from edge_agent.db import open_db
+    db = open_db(sys.argv[1])
+    want = int(sys.argv[2])
+    seen, after, deadline = [], 0, time.monotonic() + 60
+    print("ready", flush=True)
+    while after < want and time.monotonic() < deadline:
+        rows = outbox.pending(db, after, 50)
+        if not rows:
+            time.sleep(0.002)
+            continue
+        for r in rows:
+            event = json.loads(r.payload)
+            seen.append([r.seq, event["seq"], event["type"]])
+        outbox.mark_delivered(db, [r.seq for r in rows])
+        after = rows[-1].seq
+    print(json.dumps(seen))
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_a_second_process_reads_and_marks_delivered_while_the_station_writes(
+    tmp_path: Path,
+) -> None:
+    rig = open_station(tmp_path, {"pool_size": 5})
+    s = rig.station
+    s.scan("TB000000001", "S07")  # seq 1
+    n_residents = 60
+    # each resident: check-in + member_added; a seal every 5; a new tube after each seal
+    expected = 1 + n_residents * 2 + (n_residents // 5) * 2 - 1
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(rig.config.storage.path), str(expected)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "ready"
+        for i in range(n_residents):
+            r = s.check_in(resident(f"p-{i:03d}"), [36.5])
+            assert r.tube is not None
+            if s.open_tube().full:
+                s.seal("S07")
+                if i < n_residents - 1:
+                    s.scan(f"TB{i + 2:09d}", "S07")
+        out, err = reader.communicate(timeout=90)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.communicate()
+    assert reader.returncode == 0, err
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert [row[0] for row in seen] == list(range(1, expected + 1))
+    assert all(row[0] == row[1] for row in seen)
+    events = check_outbox(s.db.conn)
+    assert len(events) == expected
+    assert s.db.conn.execute(
+        "SELECT count(*) FROM outbox WHERE delivered_at IS NULL"
+    ).fetchone() == (0,)
+    assert s.counters().residents_sealed == n_residents
+    s.close()
