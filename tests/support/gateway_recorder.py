@@ -111,7 +111,10 @@ class Recorder:
         if rc.is_failure:
             return
         self.subscribed.clear()
-        client.subscribe([(t, 1) for t in self.topics])
+        if self.topics:
+            client.subscribe([(t, 1) for t in self.topics])
+        else:
+            self.subscribed.set()
         self.connected.set()
 
     def _on_subscribe(self, *_args: Any) -> None:

@@ -43,6 +43,7 @@ class Broker:
         acl_file: Path | None = None,
         persistence: bool = False,
         allow_anonymous: bool = True,
+        raw_conf: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
@@ -51,6 +52,7 @@ class Broker:
         self.acl_file = acl_file
         self.persistence = persistence
         self.allow_anonymous = allow_anonymous
+        self.raw_conf = raw_conf  # a complete configuration (e.g. a rendered template)
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mosquitto.conf"
@@ -61,6 +63,10 @@ class Broker:
         return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def write_conf(self) -> None:
+        if self.raw_conf is not None:
+            root = "\nuser root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else "\n"
+            self.conf.write_text(self.raw_conf + root)
+            return
         lines = [f"listener {self.port} 127.0.0.1"]
         if self.tls is not None:
             lines += [
