@@ -40,8 +40,11 @@ def station_config(
     b.update({k: str(v) if isinstance(v, Path) else v for k, v in broker.items()})
     path = write_config(
         directory,
-        {"station": {"id": station, "township": township}, "broker": b,
-         "storage": {"path": str(directory / "station.db")}},
+        {
+            "station": {"id": station, "township": township},
+            "broker": b,
+            "storage": {"path": str(directory / "station.db")},
+        },
     )
     return path, load_config(path)
 
@@ -65,16 +68,26 @@ def produce(
                 tube = f"T{i // 10:07d}"
                 if i % 10 == 9:
                     ev = outbox.append(
-                        conn, source=source, type="sampling.tube.sealed",
-                        data={"tube": tube, "mode": "pool",
-                              "members": [f"sub-{tube}-{p}" for p in range(1, 10)],
-                              "sampler": "S01"},
+                        conn,
+                        source=source,
+                        type="sampling.tube.sealed",
+                        data={
+                            "tube": tube,
+                            "mode": "pool",
+                            "members": [f"sub-{tube}-{p}" for p in range(1, 10)],
+                            "sampler": "S01",
+                        },
                     )
                 else:
                     ev = outbox.append(
-                        conn, source=source, type="sampling.tube.member_added",
-                        data={"tube": tube, "resident": f"sub-{uuid.uuid4().hex[:16]}",
-                              "position": i % 10 + 1},
+                        conn,
+                        source=source,
+                        type="sampling.tube.member_added",
+                        data={
+                            "tube": tube,
+                            "resident": f"sub-{uuid.uuid4().hex[:16]}",
+                            "position": i % 10 + 1,
+                        },
                     )
                 out.append(ev)
                 done += 1
@@ -86,8 +99,9 @@ def all_events(db: sqlite_utils.Database) -> list[dict[str, Any]]:
 
 
 def undelivered(db: sqlite_utils.Database) -> int:
-    return int(db.conn.execute(
-        "SELECT count(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0])
+    return int(
+        db.conn.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
+    )
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, what: str = "condition") -> None:
@@ -127,22 +141,40 @@ def agent_process(config_path: Path, log: Path, *extra: str) -> subprocess.Popen
     """A real `station agent` process, as systemd would start it; output goes to ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "kiosk_ui.cli", "-v", "agent", "--config", str(config_path),
-             *extra],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "kiosk_ui.cli",
+                "-v",
+                "agent",
+                "--config",
+                str(config_path),
+                *extra,
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 
 @contextmanager
 def gateway_thread(
-    port: int, db_path: Path, client_id: str = "gateway-1", group: str = "gateway",
+    port: int,
+    db_path: Path,
+    client_id: str = "gateway-1",
+    group: str = "gateway",
     **link: Any,
 ) -> Iterator[Any]:
     """The reference gateway consumer, in a thread, until the block ends."""
     settings = LinkSettings(
-        host="127.0.0.1", port=port, client_id=client_id, tls=link.pop("tls", False),
-        allow_plaintext=True, keepalive_s=5,
-        subscriptions=((f"$share/{group}/sampling/+/+/events", 1),), **link,
+        host="127.0.0.1",
+        port=port,
+        client_id=client_id,
+        tls=link.pop("tls", False),
+        allow_plaintext=True,
+        keepalive_s=5,
+        subscriptions=((f"$share/{group}/sampling/+/+/events", 1),),
+        **link,
     )
     gw = Gateway(open_store(db_path), settings, reconnect_s=(0.1, 1.0))
     t = threading.Thread(target=gw.run, name=f"gateway-{client_id}", daemon=True)
