@@ -202,6 +202,22 @@ class LaneLights:
             self.lane = lane
         log.info("lights: %s%s", state, f" ({lane})" if lane else "")
 
+    def lamp_test(self, output: str | None) -> None:
+        """Light ``output`` alone, steady (or nothing with None): the technician's lamp test.
+        The signals count as idle meanwhile."""
+        if output is not None and output not in OUTPUTS:
+            raise LightsError(f"unknown output {output!r} (known: {', '.join(OUTPUTS)})")
+        with self._lock:
+            if not self._devices:
+                raise LightsError("the lights are closed")
+            for name in OUTPUTS:
+                self._devices[name].off()
+            if output is not None:
+                self._devices[output].on()
+            self._signals = dict.fromkeys(SIGNALS, "idle")
+            self.state = "idle"
+            self.lane = None
+
     def snapshot(self) -> dict[str, str]:
         """Signal name -> the state it shows."""
         with self._lock:

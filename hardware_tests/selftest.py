@@ -1,0 +1,615 @@
+"""`station selftest`: bring-up checks of a station, one result per part.
+
+Each check returns a :class:`Check` with status ``pass``, ``fail`` or ``skip`` and a detail a
+technician can act on (docs/hardware.md explains every failure). The checks run in order and
+each runs whatever the others found: a dead thermometer does not stop the camera check.
+
+On the simulated backend every device check runs against the simulated devices (the camera
+shows the test card, the scanner is fed the test barcode). On the ``pi`` backend, device
+checks skip with a reason on a machine that is not a Raspberry Pi; the scanner check and the
+technician's confirmation of the lights need ``--interactive``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from firmware.camera import SimCamera
+from firmware.config import BrokerSection, StationConfig
+from firmware.errors import DeviceError, StationError
+from firmware.hardware import (
+    build_camera,
+    build_lights,
+    build_scanner,
+    build_thermometer,
+    mock_pin_factory,
+)
+from firmware.lights import OUTPUTS, STATES
+from firmware.qr import make_engine
+from firmware.scanner import SimScanner
+from hardware_tests.testcard import TEST_BARCODE, TEST_CARD_TEXT
+
+log = logging.getLogger(__name__)
+
+Status = Literal["pass", "fail", "skip"]
+# What a tent can plausibly be: a thermometer reading outside this is broken or misread.
+AMBIENT_PLAUSIBLE_C = (-10.0, 50.0)
+CERT_WARN_DAYS = 30
+_TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised
+
+
+class SelfTestError(StationError):
+    """A self-test check could not run as asked."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ClockStatus:
+    synchronised: bool | None  # None: cannot tell
+    source: str
+    detail: str
+
+
+def parse_timedatectl(output: str) -> bool | None:
+    """``timedatectl show -p NTPSynchronized --value`` prints yes or no."""
+    value = output.strip().lower()
+    if value == "yes":
+        return True
+    if value == "no":
+        return False
+    return None
+
+
+def _adjtimex_state() -> int | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
+        state = int(libc.adjtimex(buf))
+    except (OSError, AttributeError):
+        return None
+    return None if state < 0 else state
+
+
+def probe_clock() -> ClockStatus:
+    """Ask systemd whether NTP synchronised the clock; the kernel when systemd cannot say."""
+    try:
+        out = subprocess.run(
+            ["timedatectl", "show", "-p", "NTPSynchronized", "--value"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        if out.returncode == 0:
+            synced = parse_timedatectl(out.stdout)
+            if synced is not None:
+                return ClockStatus(synced, "timedatectl", f"NTPSynchronized={out.stdout.strip()}")
+        why = (out.stderr.strip().splitlines() or ["no answer"])[0]
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        why = str(exc)
+    state = _adjtimex_state()
+    if state is None:
+        return ClockStatus(None, "none", f"timedatectl: {why}; adjtimex unavailable")
+    return ClockStatus(
+        state != _TIME_ERROR,
+        "adjtimex",
+        f"kernel clock state {state} ({'unsynchronised' if state == _TIME_ERROR else 'ok'}); "
+        f"timedatectl: {why}",
+    )
+
+
+def is_raspberry_pi(model_file: Path = Path("/proc/device-tree/model")) -> bool:
+    try:
+        return "raspberry pi" in model_file.read_text(errors="replace").lower()
+    except OSError:
+        return False
+
+
+Ask = Callable[[str], str]
+
+
+@dataclass
+class SelfTest:
+    config: StationConfig
+    interactive: bool = False
+    ask: Ask = input
+    say: Callable[[str], None] = print
+    pin_factory: Any = None
+    clock_probe: Callable[[], ClockStatus] = probe_clock
+    on_pi: Callable[[], bool] = is_raspberry_pi
+    timeout_s: float = 5.0
+    results: list[Check] = field(default_factory=list)
+
+    @property
+    def sim(self) -> bool:
+        return self.config.hardware.backend == "sim"
+
+    def run(self) -> list[Check]:
+        self.results = [self.check_configuration()]
+        for check in (
+            self.check_thermometer,
+            self.check_camera,
+            self.check_lights,
+            self.check_scanner,
+            self.check_storage,
+            self.check_clock,
+            self.check_broker,
+        ):
+            self.results.extend(check())
+        return self.results
+
+    def _confirm(self, question: str) -> bool:
+        answer = self.ask(f"{question} [y/n] ").strip().lower()
+        return answer in ("y", "yes")
+
+    def _no_hardware(self) -> str | None:
+        if self.sim or self.on_pi():
+            return None
+        return "not a Raspberry Pi (no 'Raspberry Pi' in /proc/device-tree/model)"
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def check_configuration(self) -> Check:
+        c = self.config
+        files = {"health_code.trusted_keys": c.health_code.trusted_keys}
+        for key in ("ca_file", "cert_file", "key_file", "password_file"):
+            value = getattr(c.broker, key)
+            if value is not None:
+                files[f"broker.{key}"] = value
+        for key in ("staff_pin_file", "id_hash_key_file"):
+            value = getattr(c.kiosk, key)
+            if value is not None:
+                files[f"kiosk.{key}"] = value
+        missing = [f"{k} ({p})" for k, p in files.items() if not Path(p).is_file()]
+        if missing:
+            return Check("configuration", "fail", "missing files: " + ", ".join(missing))
+        return Check(
+            "configuration",
+            "pass",
+            f"station {c.station.id} of {c.station.township}, role {c.station.role}, "
+            f"backend {c.hardware.backend}, decoder {c.hardware.decoder.engine}",
+        )
+
+    # -- thermometer -----------------------------------------------------------------------
+
+    def check_thermometer(self) -> list[Check]:
+        absent = self._no_hardware()
+        if absent:
+            return [Check("thermometer", "skip", absent)]
+        t = self.config.hardware.thermometer
+        where = f"MLX90614 at 0x{t.address:02X} on I2C bus {t.bus}"
+        try:
+            thermometer = build_thermometer(self.config.hardware)
+        except DeviceError as exc:
+            return [Check("thermometer", "fail", str(exc))]
+        try:
+            ambient, a = thermometer.sensor.ambient()
+            obj, o = thermometer.sensor.object()
+        except DeviceError as exc:
+            return [Check("thermometer", "fail", f"{where}: {exc}")]
+        finally:
+            closer = getattr(thermometer.sensor.bus, "close", None)
+            if callable(closer):
+                closer()
+        lo, hi = AMBIENT_PLAUSIBLE_C
+        if not lo <= ambient <= hi:
+            return [
+                Check(
+                    "thermometer",
+                    "fail",
+                    f"{where}: ambient {ambient:.1f} C is not plausible in a tent "
+                    f"({lo:.0f} to {hi:.0f} C): a faulty sensor or the wrong device at "
+                    "this address",
+                )
+            ]
+        retried = a.tries + o.tries - 2
+        return [
+            Check(
+                "thermometer",
+                "pass",
+                f"{where}: ambient {ambient:.1f} C, object {obj:.1f} C, PEC verified"
+                + (f" ({retried} retried reads)" if retried else ""),
+            )
+        ]
+
+    # -- camera and QR decoding ------------------------------------------------------------
+
+    def check_camera(self) -> list[Check]:
+        absent = self._no_hardware()
+        if absent:
+            return [Check("camera", "skip", absent), Check("test card", "skip", absent)]
+        hw = self.config.hardware
+        try:
+            camera = build_camera(hw)
+        except DeviceError as exc:
+            return [
+                Check("camera", "fail", str(exc)),
+                Check("test card", "skip", "no camera"),
+            ]
+        try:
+            if isinstance(camera, SimCamera):
+                camera.show(TEST_CARD_TEXT)
+            wanted = min(10, hw.camera.fps)
+            start = time.monotonic()
+            frames = []
+            try:
+                for _ in range(wanted):
+                    frames.append(camera.read(self.timeout_s))
+            except DeviceError as exc:
+                return [
+                    Check("camera", "fail", f"{len(frames)} frames, then: {exc}"),
+                    Check("test card", "skip", "the camera stopped delivering frames"),
+                ]
+            elapsed = time.monotonic() - start
+            shape = frames[-1].shape
+            camera_check = Check(
+                "camera",
+                "pass",
+                f"{len(frames)} frames of {shape[1]}x{shape[0]} in {elapsed:.2f} s "
+                f"({len(frames) / max(elapsed, 1e-6):.0f} fps)",
+            )
+            return [camera_check, self._test_card(camera)]
+        finally:
+            camera.close()
+
+    def _test_card(self, camera: Any) -> Check:
+        engine = make_engine(self.config.hardware.decoder.engine)
+        wait = self.timeout_s
+        if not self.sim and self.interactive:
+            self.ask("Hold the printed test card 30-50 cm in front of the camera, then Enter ")
+            wait = 15.0
+        deadline = time.monotonic() + wait
+        seen: list[str] = []
+        while time.monotonic() < deadline:
+            try:
+                frame = camera.read(self.timeout_s)
+            except DeviceError as exc:
+                return Check("test card", "fail", f"the camera stopped delivering frames: {exc}")
+            found = engine.decode(frame)
+            if TEST_CARD_TEXT in found:
+                return Check("test card", "pass", f"read by {engine.name}")
+            seen.extend(t for t in found if t not in seen)
+            if not self.sim and not self.interactive:
+                break
+        if seen:
+            return Check("test card", "fail", f"read other codes, not the test card: {seen[:3]}")
+        if not self.sim and not self.interactive:
+            return Check(
+                "test card",
+                "skip",
+                "no test card in view; run with --interactive and hold it up",
+            )
+        return Check(
+            "test card",
+            "fail",
+            f"not read within {wait:.0f} s: check focus, lighting and the camera's view",
+        )
+
+    # -- lights and buzzer -----------------------------------------------------------------
+
+    def check_lights(self) -> list[Check]:
+        absent = self._no_hardware()
+        if absent:
+            return [Check("lights", "skip", absent)]
+        factory = self.pin_factory
+        if factory is None and self.sim:
+            factory = mock_pin_factory()
+        try:
+            lights = build_lights(self.config.hardware, factory)
+        except StationError as exc:
+            return [Check("lights", "fail", str(exc))]
+        problems: list[str] = []
+        declined: list[str] = []
+        try:
+            # Lamp test: each output alone, read back from its pin.
+            for name in OUTPUTS:
+                lights.lamp_test(name)
+                levels = lights.outputs()
+                wrong = [n for n, on in levels.items() if on != (n == name)]
+                if wrong:
+                    problems.append(f"lamp test of {name}: pins {', '.join(wrong)} read wrong")
+                if self.interactive and not self._confirm(f"Is only {describe(name)} on?"):
+                    declined.append(name)
+            # Every station state, steady outputs read back.
+            for state in STATES:
+                lane = "main" if state == "go" else None
+                lights.show(state, lane)
+                levels = lights.outputs()
+                for n, want in lights.expected_outputs().items():
+                    if want is not None and levels[n] != want:
+                        problems.append(f"{state}: {n} reads {'on' if levels[n] else 'off'}")
+            lights.show("idle")
+        except StationError as exc:
+            problems.append(str(exc))
+        finally:
+            lights.close()
+        if problems:
+            return [Check("lights", "fail", "; ".join(problems))]
+        if declined:
+            return [
+                Check(
+                    "lights",
+                    "fail",
+                    "the technician did not see: " + ", ".join(describe(n) for n in declined),
+                )
+            ]
+        how = "confirmed by the technician" if self.interactive else "pins read back"
+        return [
+            Check(
+                "lights",
+                "pass",
+                f"{len(OUTPUTS)} outputs and {len(STATES)} states cycled, {how}",
+            )
+        ]
+
+    # -- scanner ---------------------------------------------------------------------------
+
+    def check_scanner(self) -> list[Check]:
+        absent = self._no_hardware()
+        if absent:
+            return [Check("scanner", "skip", absent)]
+        if not self.sim and not self.interactive:
+            return [Check("scanner", "skip", "needs a technician to scan: run with --interactive")]
+        try:
+            scanner = build_scanner(self.config.hardware)
+        except DeviceError as exc:
+            return [Check("scanner", "fail", str(exc))]
+        got: list[str] = []
+        arrived = threading.Event()
+
+        def on_barcode(text: str) -> None:
+            got.append(text)
+            arrived.set()
+
+        scanner.start(on_barcode)
+        try:
+            if isinstance(scanner, SimScanner):
+                scanner.feed(TEST_BARCODE)
+                wait = 1.0
+            else:
+                self.say("Scan any tube or box barcode now (20 s).")
+                wait = 20.0
+            arrived.wait(wait)
+        finally:
+            scanner.stop()
+        if not got:
+            return [Check("scanner", "fail", f"no barcode within {wait:.0f} s")]
+        if self.sim and got[0] != TEST_BARCODE:
+            return [Check("scanner", "fail", f"read {got[0]!r}, expected {TEST_BARCODE!r}")]
+        return [Check("scanner", "pass", f"read {got[0]!r}")]
+
+    # -- storage ---------------------------------------------------------------------------
+
+    def check_storage(self) -> list[Check]:
+        s = self.config.storage
+        directory = s.path.parent
+        if not directory.is_dir():
+            return [Check("storage", "fail", f"{directory} does not exist")]
+        probe = directory / f".selftest-{os.getpid()}"
+        try:
+            with probe.open("wb") as f:
+                f.write(b"selftest\n")
+                f.flush()
+                os.fsync(f.fileno())
+            probe.unlink()
+        except OSError as exc:
+            return [Check("storage", "fail", f"cannot write in {directory}: {exc.strerror}")]
+        if s.path.exists() and not os.access(s.path, os.R_OK | os.W_OK):
+            return [Check("storage", "fail", f"{s.path} is not readable and writable")]
+        free_mb = shutil.disk_usage(directory).free // (1024 * 1024)
+        if free_mb < s.min_free_mb:
+            return [
+                Check(
+                    "storage",
+                    "fail",
+                    f"{directory}: {free_mb} MB free, storage.min_free_mb is {s.min_free_mb}",
+                )
+            ]
+        return [Check("storage", "pass", f"{directory} writable, {free_mb} MB free")]
+
+    # -- clock -----------------------------------------------------------------------------
+
+    def check_clock(self) -> list[Check]:
+        status = self.clock_probe()
+        if status.synchronised is True:
+            return [Check("clock", "pass", f"synchronised ({status.detail})")]
+        if status.synchronised is None:
+            return [
+                Check("clock", "skip", f"cannot tell whether it is synchronised: {status.detail}")
+            ]
+        if self.sim and status.source != "timedatectl":
+            # A drill machine without systemd (a container, CI): the kernel's flag speaks of
+            # the host, which is not the station whose timestamps matter.
+            return [Check("clock", "skip", f"simulated backend; {status.detail}")]
+        return [
+            Check(
+                "clock",
+                "fail",
+                f"not synchronised ({status.detail}): event times would be wrong; check "
+                "network time (timedatectl timesync-status)",
+            )
+        ]
+
+    # -- broker ----------------------------------------------------------------------------
+
+    def check_broker(self) -> list[Check]:
+        try:
+            detail = probe_broker(self.config.broker, self.config.station.id, self.timeout_s)
+        except SelfTestError as exc:
+            return [Check("broker", "fail", str(exc))]
+        return [Check("broker", "pass", detail)]
+
+
+def describe(output: str) -> str:
+    return {
+        "main_red": "the main lane's red light",
+        "main_amber": "the main lane's amber light",
+        "main_green": "the main lane's green light",
+        "green_lane": "the green lane's light",
+        "isolation_beacon": "the isolation beacon",
+        "buzzer": "the buzzer (sounding)",
+    }[output]
+
+
+# -- MQTT ------------------------------------------------------------------------------------
+
+
+def _mqtt_string(value: str | bytes) -> bytes:
+    raw = value.encode() if isinstance(value, str) else value
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def mqtt_connect_packet(
+    client_id: str, username: str | None = None, password: bytes | None = None
+) -> bytes:
+    """An MQTT 3.1.1 CONNECT with a clean session."""
+    flags = 0x02
+    payload = _mqtt_string(client_id)
+    if username is not None:
+        flags |= 0x80
+        payload += _mqtt_string(username)
+        if password is not None:
+            flags |= 0x40
+            payload += _mqtt_string(password)
+    variable = _mqtt_string("MQTT") + bytes([4, flags]) + (10).to_bytes(2, "big")
+    body = variable + payload
+    return b"\x10" + _remaining_length(len(body)) + body
+
+
+CONNACK_CODES = {
+    1: "the broker refuses MQTT 3.1.1",
+    2: "the broker rejected the client id",
+    3: "the broker is unavailable",
+    4: "bad user name or password",
+    5: "not authorised",
+}
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise SelfTestError("the broker closed the connection before answering")
+        data += chunk
+    return data
+
+
+@contextmanager
+def _connect(host: str, port: int, timeout: float) -> Iterator[socket.socket]:
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except TimeoutError:
+        raise SelfTestError(f"no answer from {host}:{port} within {timeout:.0f} s") from None
+    except OSError as exc:
+        if exc.errno == errno.ECONNREFUSED:
+            raise SelfTestError(f"{host}:{port} refused the connection") from None
+        raise SelfTestError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def probe_broker(broker: BrokerSection, station_id: str, timeout: float = 5.0) -> str:
+    """Connect (TLS when mqtts, verified against ``ca_file`` or the system's CAs), log in
+    with MQTT and disconnect. Returns what was found; raises SelfTestError otherwise."""
+    host, port = broker.host, broker.port
+    notes: list[str] = []
+    with _connect(host, port, timeout) as raw:
+        sock: socket.socket = raw
+        if broker.tls:
+            ctx = ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
+            if broker.cert_file is not None and broker.key_file is not None:
+                try:
+                    ctx.load_cert_chain(str(broker.cert_file), str(broker.key_file))
+                except (OSError, ssl.SSLError) as exc:
+                    raise SelfTestError(f"cannot load the client certificate: {exc}") from None
+            try:
+                sock = ctx.wrap_socket(raw, server_hostname=host)
+            except ssl.SSLCertVerificationError as exc:
+                raise SelfTestError(
+                    f"TLS certificate of {host}:{port} not valid: {exc.verify_message}"
+                ) from None
+            except (ssl.SSLError, OSError) as exc:
+                raise SelfTestError(f"TLS handshake with {host}:{port} failed: {exc}") from None
+            cert = sock.getpeercert() or {}
+            not_after = cert.get("notAfter")
+            if isinstance(not_after, str):
+                days = (ssl.cert_time_to_seconds(not_after) - time.time()) / 86400
+                notes.append(f"certificate valid for {days:.0f} more days")
+                if days < CERT_WARN_DAYS:
+                    notes.append("RENEW IT SOON")
+            notes.insert(0, f"TLS {sock.version()}")
+        password = None
+        if broker.password_file is not None:
+            try:
+                password = broker.password_file.read_bytes().strip()
+            except OSError as exc:
+                raise SelfTestError(f"cannot read broker.password_file: {exc.strerror}") from None
+        try:
+            sock.sendall(
+                mqtt_connect_packet(
+                    f"selftest-{station_id}-{os.getpid()}", broker.username, password
+                )
+            )
+            head = _recv_exact(sock, 4)
+            if head[0] != 0x20 or head[1] != 2:
+                raise SelfTestError(f"{host}:{port} does not answer like an MQTT broker")
+            code = head[3]
+            if code != 0:
+                raise SelfTestError(
+                    f"{host}:{port} refused the MQTT login: "
+                    f"{CONNACK_CODES.get(code, f'code {code}')}"
+                )
+            sock.sendall(b"\xe0\x00")  # DISCONNECT
+        except TimeoutError:
+            raise SelfTestError(f"{host}:{port} did not answer the MQTT login") from None
+        except OSError as exc:
+            raise SelfTestError(f"{host}:{port}: {exc.strerror or exc}") from None
+        finally:
+            if sock is not raw:
+                sock.close()
+    scheme = "mqtts" if broker.tls else "mqtt"
+    return f"{scheme}://{host}:{port} accepted the login" + (
+        f" ({', '.join(notes)})" if notes else ""
+    )
+
+
+def summary(results: list[Check]) -> dict[str, Any]:
+    return {
+        "ok": all(c.status != "fail" for c in results),
+        "checks": [c.as_dict() for c in results],
+    }
