@@ -112,7 +112,7 @@ def test_sim_camera_paces_frames_and_shows_and_clears() -> None:
 def test_sim_camera_that_stops_delivering_raises_camera_error_then_resumes() -> None:
     cam = SimCamera(160, 120, fps=100)
     cam.stall()
-    with pytest.raises(CameraError, match="no frame from the camera within 0.1 s"):
+    with pytest.raises(CameraError, match=r"no frame from the camera within 0\.1 s"):
         cam.read(0.1)
     cam.resume()
     assert cam.read(1.0).shape == (120, 160)

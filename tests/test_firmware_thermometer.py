@@ -156,7 +156,7 @@ def test_garbage_outside_what_the_sensor_measures_is_an_error() -> None:
     with pytest.raises(SensorError, match="outside what it can measure"):
         drv.object()
     dev.inject("garbage")
-    with pytest.raises(SensorError, match="ambient .* outside"):
+    with pytest.raises(SensorError, match=r"ambient .* outside"):
         drv.ambient()
 
 
