@@ -85,6 +85,8 @@ BOX_DISPATCHED = "sampling.box.dispatched"
 ALERT_RAISED = "sampling.alert.raised"
 
 MAX_TEXT = 200
+# agent_state key the edge agent reports as telemetry `kiosk_queue_length`.
+QUEUE_LENGTH_KEY = "kiosk.queue_length"
 
 
 class TubeMode(StrEnum):
@@ -497,6 +499,7 @@ class Station:
                 {"tube": tube.tube, "resident": sub, "position": position},
                 now,
             )
+        self._note_queue(conn)
         alert = outcome.alert_kind
         if alert is not None:
             detail = (
@@ -583,6 +586,7 @@ class Station:
                     now,
                 )
                 self._fill(conn, tx, mode.value, now)
+                self._note_queue(conn)
                 tube = store.get_tube(conn, code)
         assert tube is not None
         return ScanResult(kind, code, tube, tuple(tx.joined), events=tuple(tx.events))
@@ -701,6 +705,7 @@ class Station:
                     if w is None:
                         raise self._not_in_tube(conn, resident)
                     store.dequeue(conn, resident)
+                    self._note_queue(conn)
                     self._emit(
                         conn,
                         tx,
@@ -731,6 +736,7 @@ class Station:
                     now,
                 )
                 self._fill(conn, tx, holding.mode, now)
+                self._note_queue(conn)
                 after = store.get_tube(conn, holding.tube)
         assert after is not None
         return TubeResult(after, tuple(tx.joined), tuple(tx.events))
@@ -868,6 +874,11 @@ class Station:
         event = outbox.append(conn, source=self.config.source, type=type_, data=data, at=at)
         tx.events.append(event)
         return event
+
+    def _note_queue(self, conn: Any) -> None:
+        """Tell the edge agent how many residents wait (it reports it as telemetry)."""
+        n = int(conn.execute("SELECT count(*) FROM waiting").fetchone()[0])
+        outbox.set_state(conn, QUEUE_LENGTH_KEY, n)
 
     def _fill(self, conn: Any, tx: _Tx, mode: str, now: float) -> None:
         """Waiting residents join the open tube of ``mode`` in order while it has room."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent import outbox
 from edge_agent.errors import StorageError
 from kiosk_ui.barcodes import ScanKind
 from kiosk_ui.station import RuleViolation, TubeMode
@@ -122,7 +123,10 @@ def test_residents_wait_while_no_tube_is_open_and_join_in_order(rig: Rig) -> Non
     assert [r.queue_place for r in results] == [1, 2, 3, 4, 5]
     assert all(r.waiting and r.decision == "pool" for r in results)
     assert [w.resident for w in s.waiting()] == list("pqrst")
+    # the edge agent reports the queue length from agent_state
+    assert outbox.read_state(s.db)["kiosk.queue_length"] == 5
     first = s.scan(TUBE1, "S07")
+    assert outbox.read_state(s.db)["kiosk.queue_length"] == 2
     assert [(j.resident, j.position) for j in first.joined] == [("p", 1), ("q", 2), ("r", 3)]
     assert [w.resident for w in s.waiting()] == ["s", "t"]
     late = join(rig, "u")  # later arrivals queue behind the waiting ones
