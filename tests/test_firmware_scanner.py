@@ -1,0 +1,123 @@
+"""Barcode scanners: keyboard-wedge input assembled into whole barcodes, half ones dropped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from firmware.errors import ScannerError
+from firmware.scanner import (
+    CHARMAP,
+    KeyboardLineAssembler,
+    SimScanner,
+    find_scanner_device,
+    keys_for,
+)
+
+TYPABLE = "".join(sorted(CHARMAP))
+
+
+def type_text(asm: KeyboardLineAssembler, text: str, t: float, step: float = 0.005):
+    """Press the keys of ``text`` and Enter; returns what the assembler delivered."""
+    got = []
+    for key, shift in keys_for(text):
+        if shift:
+            asm.press("KEY_RIGHTSHIFT", t)
+        got.append(asm.press(key, t))
+        asm.release(key)
+        if shift:
+            asm.release("KEY_RIGHTSHIFT")
+        t += step
+    got.append(asm.press("KEY_ENTER", t))
+    return [g for g in got if g is not None], t
+
+
+@given(st.text(alphabet=TYPABLE, min_size=6, max_size=80))
+def test_any_typable_barcode_comes_back_whole(text: str) -> None:
+    asm = KeyboardLineAssembler(min_length=6)
+    got, _ = type_text(asm, text, 100.0)
+    assert got == [text]
+    assert asm.dropped == []
+    assert asm.pending == ""
+
+
+def test_tube_barcodes_in_a_row() -> None:
+    asm = KeyboardLineAssembler()
+    t = 0.0
+    out = []
+    for code in ["TB2026112300001", "TB2026112300002", "BOX-T01-0007"]:
+        got, t = type_text(asm, code, t)
+        out += got
+        t += 1.0
+    assert out == ["TB2026112300001", "TB2026112300002", "BOX-T01-0007"]
+
+
+def test_half_barcode_without_enter_is_dropped_and_the_next_one_is_whole() -> None:
+    asm = KeyboardLineAssembler(key_timeout_s=0.5)
+    for i, key in enumerate(["KEY_T", "KEY_B", "KEY_2", "KEY_0"]):
+        assert asm.press(key, 10.0 + i * 0.01) is None
+    # The gun's Enter never came; the next scan starts 2 s later.
+    got, _ = type_text(asm, "TB2026112300009", 12.0)
+    assert got == ["tb2026112300009".upper()]
+    assert asm.dropped == ["tb20"]
+
+
+def test_expire_drops_a_stale_half_barcode_without_new_keys() -> None:
+    asm = KeyboardLineAssembler(key_timeout_s=0.3)
+    asm.press("KEY_1", 5.0)
+    asm.press("KEY_2", 5.1)
+    asm.expire(5.2)
+    assert asm.pending == "12"
+    asm.expire(5.5)
+    assert asm.pending == ""
+    assert asm.dropped == ["12"]
+    assert asm.press("KEY_ENTER", 5.6) is None  # a lone Enter delivers nothing
+
+
+def test_too_short_too_long_and_unexpected_keys_are_dropped() -> None:
+    asm = KeyboardLineAssembler(min_length=6, max_length=10)
+    got, t = type_text(asm, "TB12", 0.0)
+    assert got == []
+    got, t = type_text(asm, "X" * 11, t + 1)
+    assert got == []  # overflow dropped; the Enter alone delivers nothing
+    asm.press("KEY_1", t + 1)
+    asm.press("KEY_F5", t + 1.01)
+    assert asm.pending == ""
+    assert asm.dropped == ["TB12", "X" * 11, "1"]
+
+
+def test_sim_scanner_feeds_whole_barcodes_to_the_callback() -> None:
+    now = [0.0]
+    sc = SimScanner(clock=lambda: now[0])
+    got: list[str] = []
+    sc.start(got.append)
+    assert sc.feed("TB2026112300001") == "TB2026112300001"
+    assert got == ["TB2026112300001"]
+    assert sc.feed("TB20", enter=False) is None
+    now[0] += 2.0  # the half barcode is stale by the next scan
+    sc.feed("TB2026112300002")
+    assert got == ["TB2026112300001", "TB2026112300002"]
+    assert sc.assembler.dropped == ["TB20"]
+    sc.stop()
+    sc.feed("TB2026112300003")
+    assert len(got) == 2  # stopped: nobody is called
+    assert sc.delivered[-1] == "TB2026112300003"
+
+
+def test_a_character_no_scan_gun_types_is_refused() -> None:
+    with pytest.raises(ScannerError, match="cannot type"):
+        SimScanner().feed("TB\u00e9")
+
+
+def test_auto_detect_finds_a_scan_gun_or_says_how_to_set_it(tmp_path: Path) -> None:
+    with pytest.raises(ScannerError, match="no barcode scanner found"):
+        find_scanner_device(tmp_path)
+    (tmp_path / "usb-Logitech_Keyboard-event-kbd").touch()
+    with pytest.raises(ScannerError, match=r"hardware\.scanner\.device"):
+        find_scanner_device(tmp_path)
+    gun = tmp_path / "usb-Honeywell_Barcode_Scanner-event-kbd"
+    gun.touch()
+    assert find_scanner_device(tmp_path) == gun
