@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("kiosk_ui.db_cli", "outbox statistics and the retention purge of the station database"),
     "agent": ("edge_agent.cli", "deliver the outbox to the township broker; `status` shows it"),
     "gateway": ("edge_agent.gateway_cli", "reference gateway consumer: store events, send acks"),
+    "provision": ("provisioning.cli", "set up, update and roll back stations over SSH"),
 }
 
 

@@ -1,0 +1,428 @@
+"""The deploy of one station, as a sequence of our operations over an ``Executor``.
+
+This module decides *what* a station gets and in which order; the pyinfra-backed executor in
+provisioning/runner.py decides *how* it reaches the station. Every step is a plan from
+provisioning/plan.py, so a station already in the desired state yields no commands at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any, Protocol
+
+from provisioning import plan
+from provisioning.inventory import (
+    CONFIG_PATH,
+    CURRENT_LINK,
+    RELEASES_DIR,
+    STATE_DIR,
+    Inventory,
+    Station,
+    sha256_file,
+)
+from provisioning.render import (
+    BOOT_CONFIGS,
+    SERVICES,
+    SYSTEM_UNITS,
+    TIMESYNC_DROPIN,
+    UDEV_DIR,
+    UNIT_DIR,
+    WATCHDOG_DROPIN,
+    Desired,
+    FileSpec,
+    desired_state,
+)
+
+log = logging.getLogger(__name__)
+
+REBOOT_MARKER = "/run/sampling-station/reboot-pending"
+
+
+class StepFailed(Exception):
+    """A step's command failed on the station; ``detail`` is its error output."""
+
+    def __init__(self, step: str, detail: str) -> None:
+        super().__init__(f"{step}: {detail}")
+        self.step = step
+        self.detail = detail
+
+
+class Executor(Protocol):
+    dry: bool
+
+    def fact(self, script: str) -> list[str]:
+        """Run a read-only shell script on the station; its output lines."""
+        ...
+
+    def apply(self, name: str, planner: Callable[[], list[plan.Step]]) -> list[plan.Step]:
+        """Run the steps ``planner`` returns (or only list them in a dry run)."""
+        ...
+
+    def query(self, command: str) -> tuple[int, str, str]:
+        """Run a read-only command; (exit status, stdout, stderr)."""
+        ...
+
+    def wait_for_reboot(self, marker: str, delay_s: float, timeout_s: float) -> None:
+        """Reconnect after a reboot, until ``marker`` (a file in /run) has gone."""
+        ...
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the deploy knows about a station before it changes anything."""
+
+    packages: set[str]
+    accounts: plan.Accounts
+    paths: dict[str, plan.PathState]
+    boot: tuple[str, bytes] | None
+    releases: plan.Releases
+    enabled: dict[str, str]
+    active: dict[str, str]
+
+
+@dataclass
+class HostReport:
+    station: str
+    address: str
+    action: str
+    dry: bool
+    ok: bool = True
+    status: str = "unchanged"  # unchanged | changed | failed | unreachable | rolled-back
+    started_at: str = ""
+    duration_s: float = 0.0
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    operations: list[dict[str, Any]] = field(default_factory=list)
+    diffs: dict[str, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    selftest: dict[str, Any] | None = None
+    services: dict[str, str] = field(default_factory=dict)
+    release_before: str | None = None
+    release_after: str | None = None
+    rolled_back: bool = False
+    rebooted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def fail(self, message: str, status: str = "failed") -> None:
+        self.ok = False
+        self.status = status
+        self.errors.append(message)
+
+
+class Deploy:
+    """One run (apply or rollback) against one station."""
+
+    def __init__(
+        self,
+        ex: Executor,
+        inventory: Inventory,
+        station: Station,
+        report: HostReport,
+        *,
+        diff: bool = False,
+        now: Callable[[], str] | None = None,
+    ) -> None:
+        self.ex = ex
+        self.inv = inventory
+        self.st = station
+        self.report = report
+        self.show_diff = diff or ex.dry
+        self.prefix = station.prefix
+        self.image = station.effective_mode == "image"
+        self.release_changed = False
+        self.facts_releases = plan.Releases([], [], None)
+        self.now = now or (lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def step(self, name: str, planner: Callable[[], list[plan.Step]]) -> bool:
+        t0 = time.monotonic()
+        steps = self.ex.apply(name, planner)
+        took = round(time.monotonic() - t0, 3)
+        self.report.operations.append({"name": name, "changed": bool(steps), "duration_s": took})
+        if steps:
+            self.report.changes.append(
+                {"operation": name, "commands": [s.describe() for s in steps]}
+            )
+        return bool(steps)
+
+    def paths(self, *paths: str) -> dict[str, plan.PathState]:
+        return plan.parse_paths(self.ex.fact(plan.paths_fact_command(paths)))
+
+    def accounts(self) -> plan.Accounts:
+        return plan.parse_accounts(self.ex.fact(plan.accounts_fact_command(self.prefix)))
+
+    def releases(self) -> plan.Releases:
+        script = plan.releases_fact_command(self.prefix, RELEASES_DIR, CURRENT_LINK)
+        return plan.parse_releases(self.ex.fact(script))
+
+    def _remote_bytes(self, path: str) -> bytes | None:
+        lines = self.ex.fact(f"if [ -f {shlex.quote(path)} ]; then base64 -w0 < "
+                             f"{shlex.quote(path)}; echo; else echo MISSING; fi")  # fmt: skip
+        text = "".join(line.strip() for line in lines)
+        return None if text == "MISSING" else base64.b64decode(text)
+
+    # -- facts -------------------------------------------------------------------------------
+
+    def snapshot(self, desired: Desired) -> Snapshot:
+        """Every fact the deploy needs, read in one round trip."""
+        p = self.prefix
+        paths = [plan.rooted(p, d.path) for d in desired.dirs]
+        paths += [plan.rooted(p, f.path) for f in desired.files]
+        enable = [*SERVICES, *SYSTEM_UNITS]
+        sections = {
+            "packages": plan.packages_fact_command(self.st.packages) if self.st.packages else "",
+            "accounts": plan.accounts_fact_command(p),
+            "paths": plan.paths_fact_command(paths),
+            "boot": plan.boot_fact_command(p, BOOT_CONFIGS),
+            "releases": plan.releases_fact_command(p, RELEASES_DIR, CURRENT_LINK),
+            "enabled": plan.units_fact_command(enable, "is-enabled", p if self.image else ""),
+            "active": "" if self.image else plan.units_fact_command(SERVICES, "is-active"),
+        }
+        raw = plan.split_sections(
+            self.ex.fact(plan.snapshot_command({k: v for k, v in sections.items() if v}))
+        )
+        return Snapshot(
+            packages=plan.parse_packages(raw.get("packages", [])),
+            accounts=plan.parse_accounts(raw.get("accounts", [])),
+            paths=plan.parse_paths(raw.get("paths", [])),
+            boot=plan.parse_boot(raw.get("boot", [])),
+            releases=plan.parse_releases(raw.get("releases", [])),
+            enabled=plan.parse_units(raw.get("enabled", [])),
+            active=plan.parse_units(raw.get("active", [])),
+        )
+
+    # -- apply -------------------------------------------------------------------------------
+
+    def apply(self) -> None:
+        st, prefix, desired = self.st, self.prefix, desired_state(self.inv, self.st)
+        facts = self.snapshot(desired)
+        self.facts_releases = facts.releases
+        self.report.release_before = facts.releases.current
+        if not self.image and st.packages:
+            wanted = list(st.packages)
+            self.step("packages", lambda: plan.plan_packages(wanted, facts.packages))
+
+        def account() -> list[plan.Step]:
+            return plan.plan_account(st.service_user, st.groups, facts.accounts, prefix, STATE_DIR)
+
+        accounts = facts.accounts
+        if self.step("service user", account) and not self.ex.dry:
+            accounts = self.accounts()
+
+        def dirs() -> list[plan.Step]:
+            out: list[plan.Step] = []
+            for d in desired.dirs:
+                have = facts.paths.get(plan.rooted(prefix, d.path))
+                out += plan.plan_directory(d, have, accounts, prefix)
+            return out
+
+        self.step("directories", dirs)
+        changed_files: set[str] = set()
+        for spec in desired.files:
+            dest = plan.rooted(prefix, spec.path)
+
+            def file_plan(spec: FileSpec = spec, dest: str = dest) -> list[plan.Step]:
+                return plan.plan_file(spec, facts.paths.get(dest), accounts, prefix)
+
+            if self.step(f"file {spec.path}", file_plan):
+                changed_files.add(str(spec.path))
+                if self.show_diff:
+                    self._diff(spec, dest)
+        boot_changed = self._boot(facts.boot, desired.boot_fragment)
+
+        switched = False
+        if self.image:
+            self.report.notes.append(
+                "image mode: releases, services and the health check run on the first live run"
+            )
+        else:
+            switched = self._release(facts.releases)
+        self._systemd(facts, changed_files, switched)
+        if self.ex.dry:
+            if boot_changed and not self.image:
+                self.report.notes.append("would reboot: the boot configuration changes")
+            return
+        if boot_changed and not self.image:
+            self._reboot()
+        if not self.image:
+            self._health_and_rollback(switched)
+
+    def _diff(self, spec: FileSpec, dest: str) -> None:
+        if spec.secret:
+            self.report.diffs[str(spec.path)] = "(secret: content not shown)"
+            return
+        new = plan.spec_bytes(spec)
+        self.report.diffs[str(spec.path)] = plan.file_diff(
+            str(spec.path), self._remote_bytes(dest), new
+        )
+
+    def _boot(self, found: tuple[str, bytes] | None, fragment: str) -> bool:
+        if found is None:
+            self.report.notes.append(
+                "no /boot/firmware/config.txt or /boot/config.txt: boot configuration skipped"
+            )
+            return False
+        path, current = found
+        shown = path.removeprefix(self.prefix)
+        changed = self.step(f"boot config {shown}", lambda: plan.plan_boot(path, current, fragment))
+        if changed and self.show_diff:
+            new = plan.edit_boot_config(current.decode("utf-8", "replace"), fragment).encode()
+            self.report.diffs[shown] = plan.file_diff(shown, current, new)
+        return changed
+
+    def _release(self, have: plan.Releases) -> bool:
+        rel = self.inv.fleet.release
+        name = rel.release_name()
+
+        def install() -> list[plan.Step]:
+            return plan.plan_release_install(
+                name,
+                have,
+                prefix=self.prefix,
+                releases_dir=RELEASES_DIR,
+                artifact=rel.artifact,
+                sha256=sha256_file(rel.artifact),
+                python=rel.python,
+                pip_options=rel.pip_options,
+                now=self.now(),
+            )
+
+        def switch() -> list[plan.Step]:
+            return plan.plan_switch(name, have.current, prefix=self.prefix, link=CURRENT_LINK)
+
+        installed = self.step(f"release {name}", install)
+        switched = self.step("switch current", switch)
+        self.release_changed = installed or switched
+        self.report.release_after = name
+        return switched
+
+    def _systemd(self, facts: Snapshot, changed_files: set[str], switched: bool) -> None:
+        prefix = self.prefix
+        unit_files = {str(UNIT_DIR / u) for u in SERVICES}
+        enable = [*SERVICES, *SYSTEM_UNITS]
+        if self.image:
+            self.step("enable units", lambda: plan.plan_enable(enable, facts.enabled, prefix))
+            return
+        if str(WATCHDOG_DROPIN) in changed_files:
+            self.step("systemd reexec", lambda: [plan.Shell("systemctl daemon-reexec")])
+        elif changed_files & unit_files:
+            self.step("systemd reload", lambda: [plan.Shell("systemctl daemon-reload")])
+        self.step("enable units", lambda: plan.plan_enable(enable, facts.enabled))
+        if str(TIMESYNC_DROPIN) in changed_files:
+            restart_timesync = "systemctl restart systemd-timesyncd.service"
+            self.step("restart time sync", lambda: [plan.Shell(restart_timesync)])
+        if any(f.startswith(str(UDEV_DIR)) for f in changed_files):
+            reload_udev = "udevadm control --reload-rules && udevadm trigger"
+            self.step("reload udev rules", lambda: [plan.Shell(reload_udev)])
+        # The services read the station files and run the release: restart after a change.
+        restart = switched or any(
+            not f.startswith(("/etc/systemd/", "/etc/modules")) or f in unit_files
+            for f in changed_files
+        )
+        self.step("services", lambda: plan.plan_services(SERVICES, facts.active, restart))
+
+    def _reboot(self) -> None:
+        marker = plan.rooted(self.prefix, REBOOT_MARKER)
+        q = shlex.quote
+        command = (
+            f"mkdir -p {q(str(PurePosixPath(marker).parent))} && touch {q(marker)} && "
+            "( sleep 1 && reboot ) </dev/null >/dev/null 2>&1 &"
+        )
+        self.step("reboot", lambda: [plan.Shell(command)])
+        self.ex.wait_for_reboot(marker, self.st.reboot_delay_s, self.st.reboot_timeout_s)
+        self.report.rebooted = True
+
+    # -- health ------------------------------------------------------------------------------
+
+    def health(self) -> bool:
+        """Services active and `station selftest --json` passing, from the current release."""
+        if self.st.health_settle_s:
+            time.sleep(self.st.health_settle_s)
+        station_bin = plan.rooted(self.prefix, CURRENT_LINK / "venv" / "bin" / "station")
+        config = plan.rooted(self.prefix, CONFIG_PATH)
+        code, out, err = self.ex.query(
+            plan.units_fact_command(SERVICES, "is-active") + "; echo '@@selftest@@'; "
+            f"timeout {int(self.st.selftest_timeout_s)} {shlex.quote(station_bin)} "
+            f"selftest --json --config {shlex.quote(config)}"
+        )
+        units, _, out = out.partition("@@selftest@@")
+        self.report.services = plan.parse_units(units.splitlines())
+        try:
+            parsed = json.loads(out)
+            result: dict[str, Any] = parsed if isinstance(parsed, dict) else {"result": parsed}
+        except ValueError:
+            result = {"output": out[-2000:], "stderr": err[-2000:]}
+        result["exit_status"] = code
+        passed = code == 0 and result.get("ok", True) is not False
+        result["passed"] = passed
+        self.report.selftest = result
+        inactive = [u for u, s in self.report.services.items() if s != "active"]
+        if inactive:
+            self.report.notes.append("not active: " + ", ".join(inactive))
+        return passed and not inactive
+
+    def _restart_services(self) -> None:
+        self.step("services", lambda: plan.plan_services(SERVICES, {}, True))
+
+    def _health_and_rollback(self, switched: bool) -> None:
+        if self.health():
+            self._prune()
+            return
+        failed = self.report.release_after
+        if not switched:
+            self.report.fail(f"health check failed on release {failed}")
+            return
+        previous = plan.previous_release(self.releases(), failed)
+        if previous is None:
+            self.report.fail(f"health check failed on release {failed}; no earlier release")
+            return
+        self.step(f"roll back to {previous}", lambda: plan.plan_switch(
+            previous, failed, prefix=self.prefix, link=CURRENT_LINK))  # fmt: skip
+        self._restart_services()
+        self.report.release_after = previous
+        self.report.rolled_back = True
+        healthy = self.health()
+        self.report.fail(
+            f"health check failed on release {failed}; rolled back to {previous}"
+            + ("" if healthy else " (which is not healthy either)"),
+            status="rolled-back",
+        )
+
+    def _prune(self) -> None:
+        have = self.releases() if self.release_changed else self.facts_releases
+        keep = self.inv.fleet.release.keep
+        doomed = plan.releases_to_prune(
+            have, [have.current, plan.previous_release(have, have.current)], keep
+        )
+        self.step("prune releases", lambda: plan.plan_prune(
+            doomed, have.incomplete, prefix=self.prefix, releases_dir=RELEASES_DIR))  # fmt: skip
+
+    # -- rollback by hand --------------------------------------------------------------------
+
+    def rollback(self) -> None:
+        if self.image:
+            self.report.fail("rollback needs a running station (this one is an image)")
+            return
+        have = self.releases()
+        self.report.release_before = have.current
+        previous = plan.previous_release(have, have.current)
+        if previous is None:
+            self.report.fail(f"no release before {have.current} to roll back to")
+            return
+        self.step(f"roll back to {previous}", lambda: plan.plan_switch(
+            previous, have.current, prefix=self.prefix, link=CURRENT_LINK))  # fmt: skip
+        self._restart_services()
+        self.report.release_after = previous
+        if not self.health():
+            self.report.fail(f"rolled back to {previous}, but its health check fails")

@@ -1,0 +1,13 @@
+"""The exceptions of provisioning (under the station's one exception tree)."""
+
+from __future__ import annotations
+
+from firmware.errors import ConfigError, StationError
+
+
+class InventoryError(ConfigError):
+    """The inventory file is missing, unreadable or has wrong values for a station."""
+
+
+class ProvisionError(StationError):
+    """A deploy step could not run (the runner process failed, a file is missing, ...)."""
