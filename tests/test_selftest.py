@@ -1,0 +1,309 @@
+"""`station selftest` against the simulated backend, a real Mosquitto and real TLS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from gpiozero.pins.mock import MockFactory, MockPin
+
+from firmware.config import load_config
+from firmware.qr import decode_image_file
+from hardware_tests.selftest import (
+    Check,
+    ClockStatus,
+    SelfTest,
+    mqtt_connect_packet,
+    parse_timedatectl,
+    probe_clock,
+)
+from hardware_tests.testcard import TEST_CARD_TEXT
+from kiosk_ui.cli import main
+from tests.support.certs import TestCA
+from tests.support.config import write_config
+from tests.support.mosquitto import Broker, BrokerTls, running_broker
+from tests.support.ports import free_port
+
+SYNCED = ClockStatus(True, "timedatectl", "NTPSynchronized=yes")
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(["selftest", *args])
+    return code, capsys.readouterr().out
+
+
+def by_name(checks: list[Check]) -> dict[str, Check]:
+    return {c.name: c for c in checks}
+
+
+def test_selftest_passes_on_the_simulated_backend(tmp_path: Path, broker: Broker, capsys) -> None:
+    cfg = write_config(tmp_path, {"broker": {"url": broker.url}})
+    code, out = run_cli(capsys, "--config", str(cfg), "--json")
+    report = json.loads(out)
+    statuses = {c["name"]: c["status"] for c in report["checks"]}
+    assert list(statuses) == [
+        "configuration",
+        "thermometer",
+        "camera",
+        "test card",
+        "lights",
+        "scanner",
+        "storage",
+        "clock",
+        "broker",
+    ]
+    # The clock is the machine's: synchronised or not, it is never a simulated device.
+    assert statuses.pop("clock") in ("pass", "skip")
+    assert set(statuses.values()) == {"pass"}, report
+    assert report["ok"] is True
+    assert code == 0
+    details = {c["name"]: c["detail"] for c in report["checks"]}
+    assert "PEC verified" in details["thermometer"]
+    assert "read by zxing" in details["test card"]
+    assert "SELFTEST-0001" in details["scanner"]
+    assert f"127.0.0.1:{broker.port} accepted the login" in details["broker"]
+
+
+def test_human_readable_output_and_a_failure_exits_non_zero(tmp_path: Path, capsys) -> None:
+    cfg = write_config(tmp_path, {"broker": {"url": f"mqtt://127.0.0.1:{free_port()}"}})
+    code, out = run_cli(capsys, "--config", str(cfg))
+    assert code == 1
+    assert "  PASS  thermometer" in out
+    assert "  FAIL  broker" in out
+    assert "refused the connection" in out
+    assert "1 failed" in out
+
+
+def test_invalid_configuration_is_reported_as_a_failed_check(tmp_path: Path, capsys) -> None:
+    cfg = write_config(tmp_path, {"hardware": {"lights": {"buzzer": 17}}})
+    code, out = run_cli(capsys, "--config", str(cfg), "--json")
+    report = json.loads(out)
+    assert code == 1
+    assert report["ok"] is False
+    assert len(report["checks"]) == 1
+    assert report["checks"][0]["name"] == "configuration"
+    assert "buzzer and main_red both use GPIO 17" in report["checks"][0]["detail"]
+
+
+def test_missing_referenced_files_fail_the_configuration_check(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    (tmp_path / "issuers.jwks.json").unlink()
+    check = SelfTest(config).check_configuration()
+    assert check.status == "fail"
+    assert "health_code.trusted_keys" in check.detail
+
+
+def test_write_test_card_prints_a_code_the_decoder_reads(tmp_path: Path, capsys) -> None:
+    png = tmp_path / "card.png"
+    code, out = run_cli(capsys, "--write-test-card", str(png))
+    assert code == 0
+    assert str(png) in out
+    assert decode_image_file(png) == [TEST_CARD_TEXT]
+    assert decode_image_file(png, "pyzbar") == [TEST_CARD_TEXT]
+
+
+# -- storage and clock -------------------------------------------------------------------
+
+
+def test_storage_without_enough_free_space_fails(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, {"storage": {"min_free_mb": 10**12}}))
+    [check] = SelfTest(config).check_storage()
+    assert check.status == "fail"
+    assert "storage.min_free_mb" in check.detail
+
+
+def test_storage_in_a_missing_directory_fails(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, {"storage": {"path": "gone/station.db"}}))
+    [check] = SelfTest(config).check_storage()
+    assert check.status == "fail"
+    assert "does not exist" in check.detail
+
+
+@pytest.mark.parametrize(
+    ("status", "backend", "expected"),
+    [
+        (ClockStatus(True, "timedatectl", "yes"), "sim", "pass"),
+        (ClockStatus(False, "timedatectl", "no"), "sim", "fail"),
+        (ClockStatus(False, "adjtimex", "state 5"), "pi", "fail"),
+        (ClockStatus(False, "adjtimex", "state 5"), "sim", "skip"),
+        (ClockStatus(None, "none", "nothing to ask"), "pi", "skip"),
+    ],
+)
+def test_clock_check_outcomes(tmp_path: Path, status, backend, expected) -> None:
+    config = load_config(write_config(tmp_path, {"hardware": {"backend": backend}}))
+    [check] = SelfTest(config, clock_probe=lambda: status).check_clock()
+    assert check.status == expected
+    assert check.detail
+
+
+def test_timedatectl_output_and_the_real_probe() -> None:
+    assert parse_timedatectl("yes\n") is True
+    assert parse_timedatectl("no\n") is False
+    assert parse_timedatectl("") is None
+    status = probe_clock()
+    assert status.source in ("timedatectl", "adjtimex", "none")
+    assert status.detail
+
+
+# -- devices ---------------------------------------------------------------------------
+
+
+def test_pi_backend_off_a_pi_skips_device_checks_with_a_reason(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, {"hardware": {"backend": "pi"}}))
+    st = SelfTest(config, on_pi=lambda: False, clock_probe=lambda: SYNCED)
+    results = by_name(st.run())
+    for name in ("thermometer", "camera", "test card", "lights", "scanner"):
+        assert results[name].status == "skip"
+        assert "not a Raspberry Pi" in results[name].detail
+
+
+def test_pi_backend_on_a_pi_with_parts_missing_fails_each_with_its_reason(tmp_path: Path) -> None:
+    config = load_config(
+        write_config(tmp_path, {"hardware": {"backend": "pi", "thermometer": {"bus": 97}}})
+    )
+    st = SelfTest(config, on_pi=lambda: True, pin_factory=MockFactory())
+    results = by_name(st.run())
+    assert results["thermometer"].status == "fail"
+    assert "/dev/i2c-97" in results["thermometer"].detail
+    assert results["camera"].status == "fail"
+    assert results["lights"].status == "pass"  # goes on with what still works
+    assert results["scanner"].status == "skip"
+    assert "--interactive" in results["scanner"].detail
+
+
+def test_interactive_lights_fail_when_the_technician_does_not_see_one(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    questions: list[str] = []
+
+    def ask(q: str) -> str:
+        questions.append(q)
+        return "n" if "beacon" in q else "y"
+
+    [check] = SelfTest(config, interactive=True, ask=ask).check_lights()
+    assert len(questions) == 6
+    assert check.status == "fail"
+    assert check.detail == "the technician did not see: the isolation beacon"
+
+
+def test_lights_check_reads_back_a_stuck_pin(tmp_path: Path) -> None:
+    class StuckLow(MockPin):
+        def _set_state(self, value: Any) -> None:
+            if self._number == 22:  # main_green's driver is dead
+                value = False
+            super()._set_state(value)
+
+    config = load_config(write_config(tmp_path))
+    [check] = SelfTest(config, pin_factory=MockFactory(pin_class=StuckLow)).check_lights()
+    assert check.status == "fail"
+    assert "lamp test of main_green" in check.detail
+
+
+# -- broker ------------------------------------------------------------------------------
+
+
+def test_connect_packet_is_mqtt_311() -> None:
+    pkt = mqtt_connect_packet("selftest-K03-1", "K03", b"secret")
+    assert pkt[0] == 0x10
+    assert pkt[1] == len(pkt) - 2
+    assert pkt[2:8] == b"\x00\x04MQTT"
+    assert pkt[8] == 4
+    assert pkt[9] == 0x80 | 0x40 | 0x02
+    assert pkt.endswith(b"\x00\x06secret")
+
+
+def _tls_config(tmp_path: Path, broker: Broker, ca: Path, client: Any) -> Path:
+    return write_config(
+        tmp_path / "station",
+        {
+            "broker": {
+                "url": f"mqtts://localhost:{broker.port}",
+                "allow_plaintext": False,
+                "ca_file": str(ca),
+                "cert_file": str(client.cert),
+                "key_file": str(client.key),
+            }
+        },
+    )
+
+
+def test_broker_with_a_valid_tls_certificate_passes(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "ca")
+    server, client = ca.issue("broker", server=True), ca.issue("K03")
+    tls = BrokerTls(ca.cert_path, server.cert, server.key)
+    with running_broker(tmp_path / "b", tls=tls) as broker:
+        config = load_config(_tls_config(tmp_path, broker, ca.cert_path, client))
+        [check] = SelfTest(config).check_broker()
+    assert check.status == "pass", check.detail
+    assert "TLSv1." in check.detail
+    assert "certificate valid for" in check.detail
+
+
+def test_broker_certificate_from_another_ca_fails(tmp_path: Path) -> None:
+    ca, other = TestCA(tmp_path / "ca"), TestCA(tmp_path / "other", "Someone else")
+    server, client = ca.issue("broker", server=True), ca.issue("K03")
+    with running_broker(
+        tmp_path / "b", tls=BrokerTls(ca.cert_path, server.cert, server.key)
+    ) as broker:
+        config = load_config(_tls_config(tmp_path, broker, other.cert_path, client))
+        [check] = SelfTest(config).check_broker()
+    assert check.status == "fail"
+    assert "certificate" in check.detail
+    assert "not valid" in check.detail
+
+
+def _expired_server_cert(ca: TestCA, directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "broker")]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=30))
+        .not_valid_after(now - dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "expired.pem", directory / "expired.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_broker_with_an_expired_certificate_fails(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "ca")
+    client = ca.issue("K03")
+    cert, key = _expired_server_cert(ca, tmp_path / "ca")
+    with running_broker(tmp_path / "b", tls=BrokerTls(ca.cert_path, cert, key)) as broker:
+        config = load_config(_tls_config(tmp_path, broker, ca.cert_path, client))
+        [check] = SelfTest(config).check_broker()
+    assert check.status == "fail"
+    assert "expired" in check.detail
+
+
+def test_broker_refusing_the_login_fails(tmp_path: Path) -> None:
+    with running_broker(tmp_path / "b", allow_anonymous=False) as broker:
+        config = load_config(write_config(tmp_path / "s", {"broker": {"url": broker.url}}))
+        [check] = SelfTest(config).check_broker()
+    assert check.status == "fail"
+    assert "refused the MQTT login" in check.detail
