@@ -149,6 +149,7 @@ class Agent:
         self.blocked = False
         self.rewind_to: int | None = None
         self.acked_through = 0
+        self.ack_pending = 0
         self.progress_at = 0.0
         self.marks: list[int] = []
         self.last_mark = 0.0
@@ -246,7 +247,7 @@ class Agent:
             "state": "online",
             "at": outbox.rfc3339(time.time()),
             "pid": os.getpid(),
-            "last_seq": outbox.stats(self.db).last_seq,
+            "last_seq": outbox.last_seq(self.db),
         }
         self._publish(("status", "online"), self.topic_status, _json(status), 1, True)
         self._record_link("online", None)
@@ -288,7 +289,8 @@ class Agent:
             try:
                 ev = self.events.get_nowait()
             except queue.Empty:
-                return
+                break
+        self._apply_ack()
 
     def _dispatch(self, ev: LinkEvent | _Wake) -> None:
         if isinstance(ev, Published):
@@ -365,9 +367,15 @@ class Agent:
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             log.error("unreadable ack ignored: %r", payload[:200])
             return
+        if through > max(self.acked_through, self.ack_pending):
+            self.ack_pending = through  # applied once per batch of link events
+
+    def _apply_ack(self) -> None:
+        through = self.ack_pending
         if through <= self.acked_through:
             return
-        last_seq = outbox.stats(self.db).last_seq
+        self.ack_pending = 0
+        last_seq = outbox.last_seq(self.db)
         if through > last_seq:
             self._alert(
                 "ack",
@@ -376,7 +384,6 @@ class Agent:
                 None,
             )
             return
-        self._flush_marks(force=True)
         try:
             n = outbox.mark_delivered_through(self.db, through)
         except StorageError as exc:
@@ -423,7 +430,7 @@ class Agent:
             return {}
         if cmd.command == "resend_from":
             seq = int(cmd.args["seq"])
-            last = outbox.stats(self.db).last_seq
+            last = outbox.last_seq(self.db)
             first = outbox.first_stored_seq(self.db)
             if seq > last:
                 raise CommandError(f"args.seq: {seq} is beyond the last event ({last})")

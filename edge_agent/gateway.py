@@ -44,6 +44,8 @@ from edge_agent.link import (
 log = logging.getLogger(__name__)
 
 COMPONENT = "gateway"
+BATCH_WAIT_S = 0.02
+BATCH_MAX = 500
 MIGRATIONS = [
     """
     CREATE TABLE events (
@@ -231,13 +233,16 @@ class Gateway:
                 except queue.Empty:
                     continue
                 batch: list[tuple[str, bytes]] = []
+                # Gather what arrives within a few milliseconds: one durable write for many.
+                until = time.monotonic() + BATCH_WAIT_S
                 while True:
                     if ev is not None:
                         self._handle(ev, batch)
-                    if len(batch) >= 500:
+                    left = until - time.monotonic()
+                    if len(batch) >= BATCH_MAX or left <= 0:
                         break
                     try:
-                        ev = self.events.get_nowait()
+                        ev = self.events.get(timeout=left) if batch else self.events.get_nowait()
                     except queue.Empty:
                         break
                 if batch:

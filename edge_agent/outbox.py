@@ -229,3 +229,8 @@ def reopen_from(conn: sqlite3.Connection, seq: int) -> int:
         "UPDATE outbox SET published_at = NULL, delivered_at = NULL WHERE seq >= ?", (seq,)
     )
     return cur.rowcount
+
+
+def last_seq(db: sqlite_utils.Database) -> int:
+    """The ``seq`` of the newest event (0 when there is none); one row read."""
+    return int(db.conn.execute("SELECT last_seq FROM outbox_counter").fetchone()[0])
