@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent import outbox
+from edge_agent.agent import Agent
 from edge_agent.db import open_db
 from edge_agent.errors import StorageError
 from tests.support.contract import validate_event
@@ -157,3 +158,37 @@ def test_full_disk_fails_the_kiosk_loudly_and_delivery_goes_on(
     kiosk.conn.close()
     result = audit(stored, rec.events())
     assert result.ok and result.distinct == 400, result
+
+
+@pytest.mark.timeout(60)
+def test_unacknowledged_events_are_sent_again_after_the_ack_timeout(
+    tmp_path: Path, broker: Broker
+) -> None:
+    # No gateway is subscribed yet: the broker PUBACKs and drops the events (no session
+    # holds them). Without a reconnect, the ack timeout alone must bring them back.
+    _, config = station_config(tmp_path, broker.url, end_to_end_ack=True, ack_timeout_s=1.0)
+    db = station_db(config)
+    gw_db = tmp_path / "gateway.db"
+    with agent_thread(config) as agent:
+        produce(db, config.source, 40, per_transaction=4)
+        wait_until(lambda: _published_not_acked(db) == 40, 20, "PUBACKed into the void")
+        conn_before = agent.conn_no
+        with gateway_thread(broker.port, gw_db, client_id="late-gateway"):
+            wait_until(lambda: undelivered(db) == 0, 20, "sent again and acknowledged")
+        assert agent.conn_no == conn_before  # no reconnect was needed
+    stored = gateway_events(gw_db)
+    assert [e["seq"] for e in stored] == list(range(1, 41))
+
+
+def test_reconnect_backoff_is_capped_exponential_with_jitter(tmp_path: Path) -> None:
+    _, config = station_config(
+        tmp_path, "mqtt://127.0.0.1:1", reconnect_min_s=0.5, reconnect_max_s=8.0
+    )
+    db = station_db(config)
+    jitter = iter([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
+    agent = Agent(config, db, jitter=lambda: next(jitter))
+    delays = []
+    for failures in range(1, 9):
+        agent.failures = failures
+        delays.append(agent._backoff())
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 4.0, 4.0]

@@ -26,11 +26,13 @@ from tests.support.edge import (
 )
 from tests.support.gateway_recorder import Recorder, audit
 from tests.support.mosquitto import Broker
+from tests.support.ports import free_port
 
 
 def _delivered(db) -> int:  # type: ignore[no-untyped-def]
-    return int(db.conn.execute(
-        "SELECT count(*) FROM outbox WHERE delivered_at IS NOT NULL").fetchone()[0])
+    return int(
+        db.conn.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NOT NULL").fetchone()[0]
+    )
 
 
 @pytest.mark.slow
@@ -51,8 +53,11 @@ def test_sigkill_at_random_moments_during_a_10000_event_drain_loses_nothing(
             proc = agent_process(config_path, log)
             try:
                 # Kill at a random moment once the drain is under way.
-                wait_until(lambda b=before, p=proc: _delivered(db) > b or p.poll() is not None,
-                           20, "the agent delivering")
+                wait_until(
+                    lambda b=before, p=proc: _delivered(db) > b or p.poll() is not None,
+                    20,
+                    "the agent delivering",
+                )
                 time.sleep(rng.uniform(0.0, 0.15))
                 assert proc.poll() is None, log.read_text()
                 proc.send_signal(signal.SIGKILL)
@@ -73,8 +78,11 @@ def test_sigkill_at_random_moments_during_a_10000_event_drain_loses_nothing(
         rec.wait_for(lambda r: len(r.distinct_event_ids()) >= 10_000, 20, "all recorded")
         received = rec.events()
     result = audit(all_events(db), received)
-    assert result.ok, (result.lost[:10], result.duplicated_after_dedupe[:10],
-                       result.out_of_order[:10])
+    assert result.ok, (
+        result.lost[:10],
+        result.duplicated_after_dedupe[:10],
+        result.out_of_order[:10],
+    )
     assert result.distinct == 10_000
     assert result.received >= 10_000  # repeats after a kill are allowed, losses are not
 
@@ -93,8 +101,12 @@ def test_sigterm_finishes_in_flight_and_goes_offline(tmp_path: Path, broker: Bro
             proc.send_signal(signal.SIGTERM)
             rc = proc.wait(15)
         assert rc == 0, log.read_text()
-        delivered = [s for (s,) in db.conn.execute(
-            "SELECT seq FROM outbox WHERE delivered_at IS NOT NULL ORDER BY seq")]
+        delivered = [
+            s
+            for (s,) in db.conn.execute(
+                "SELECT seq FROM outbox WHERE delivered_at IS NOT NULL ORDER BY seq"
+            )
+        ]
         time.sleep(0.5)
         seen = {e["seq"] for e in rec.events()}
         status = [m.json()["state"] for m in rec.on("status")]
@@ -106,8 +118,9 @@ def test_sigterm_finishes_in_flight_and_goes_offline(tmp_path: Path, broker: Bro
     state = outbox.read_state(db)
     assert state["link.state"] == "stopped"
     # The retained status a newcomer sees is 'offline'.
-    with Recorder(broker.port, ["sampling/T01/K03/status"], client_id="late",
-                  persistent=False) as late:
+    with Recorder(
+        broker.port, ["sampling/T01/K03/status"], client_id="late", persistent=False
+    ) as late:
         late.wait_for(lambda r: bool(r.on("status")), 5, "the retained status")
         retained = late.on("status")[0]
     assert retained.retain and retained.json()["state"] == "offline"
@@ -115,8 +128,14 @@ def test_sigterm_finishes_in_flight_and_goes_offline(tmp_path: Path, broker: Bro
 
 
 def _station(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kiosk_ui.cli", *args], check=False, cwd=ROOT,
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "kiosk_ui.cli", *args],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_status_prints_outbox_and_link_state(tmp_path: Path) -> None:
@@ -143,8 +162,31 @@ def test_status_prints_outbox_and_link_state(tmp_path: Path) -> None:
 def test_agent_refuses_a_configuration_error_clearly(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     config_path, _ = station_config(tmp_path, "mqtt://127.0.0.1:1")
-    bad.write_text(config_path.read_text().replace("allow_plaintext = true",
-                                                   "allow_plaintext = false"))
+    bad.write_text(
+        config_path.read_text().replace("allow_plaintext = true", "allow_plaintext = false")
+    )
     out = _station("agent", "--config", str(bad))
     assert out.returncode == 2
     assert "mqtt:// sends sample records in clear text" in out.stderr
+
+
+@pytest.mark.timeout(30)
+def test_sigterm_without_a_broker_exits_cleanly(tmp_path: Path) -> None:
+    config_path, config = station_config(tmp_path, f"mqtt://127.0.0.1:{free_port()}")
+    db = station_db(config)
+    produce(db, config.source, 5)
+    log = tmp_path / "agent.log"
+    proc = agent_process(config_path, log)
+    try:
+        wait_until(
+            lambda: outbox.read_state(db).get("link.error") is not None,
+            15,
+            "the agent trying to connect",
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(10)
+    assert rc == 0, log.read_text()
+    assert outbox.read_state(db)["link.state"] == "stopped"
+    assert undelivered(db) == 5
+    assert "cannot reach" in log.read_text()
