@@ -185,8 +185,13 @@ class SimScanner:
         return got
 
 
-def find_scanner_device(by_id: Path = Path("/dev/input/by-id")) -> Path:
-    """The input device of a scan gun, for ``hardware.scanner.device = "auto"``."""
+def find_scanner_device(
+    by_id: Path = Path("/dev/input/by-id"), named: Path = Path("/dev/input/barcode-scanner")
+) -> Path:
+    """The input device of a scan gun, for ``hardware.scanner.device = "auto"``: the name
+    the station's udev rule gives it, else a keyboard in ``by_id`` named like a scanner."""
+    if named.exists():
+        return named
     words = ("barcode", "scanner", "scan", "honeywell", "zebra", "symbol", "datalogic")
     try:
         candidates = sorted(p for p in by_id.iterdir() if p.name.endswith("-event-kbd"))

@@ -114,10 +114,13 @@ def test_a_character_no_scan_gun_types_is_refused() -> None:
 
 def test_auto_detect_finds_a_scan_gun_or_says_how_to_set_it(tmp_path: Path) -> None:
     with pytest.raises(ScannerError, match="no barcode scanner found"):
-        find_scanner_device(tmp_path)
+        find_scanner_device(tmp_path, tmp_path / "none")
     (tmp_path / "usb-Logitech_Keyboard-event-kbd").touch()
     with pytest.raises(ScannerError, match=r"hardware\.scanner\.device"):
-        find_scanner_device(tmp_path)
+        find_scanner_device(tmp_path, tmp_path / "none")
     gun = tmp_path / "usb-Honeywell_Barcode_Scanner-event-kbd"
     gun.touch()
-    assert find_scanner_device(tmp_path) == gun
+    assert find_scanner_device(tmp_path, tmp_path / "none") == gun
+    named = tmp_path / "barcode-scanner"
+    named.touch()
+    assert find_scanner_device(tmp_path, named) == named

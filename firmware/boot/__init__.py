@@ -1,0 +1,1 @@
+"""Raspberry Pi boot files of the device platform, installed by provisioning (see README.md)."""
