@@ -28,6 +28,7 @@ import binascii
 import io
 import json
 import logging
+import re
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -198,9 +199,14 @@ class TrustedKey:
         return True
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _b64url(value: Any, what: str) -> bytes:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{what} must be a non-empty base64url string")
+    if not _B64URL.fullmatch(value):
+        raise ValueError(f"{what} is not valid base64url")
     try:
         return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
