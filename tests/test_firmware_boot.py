@@ -11,8 +11,8 @@ BOOT = resources.files("firmware").joinpath("boot")
 def settings() -> dict[str, str]:
     text = BOOT.joinpath("config.txt").read_text(encoding="utf-8")
     out: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if line and not line.startswith("#"):
             key, _, value = line.partition("=")
             if key == "dtparam":
