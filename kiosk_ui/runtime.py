@@ -1,0 +1,418 @@
+"""The kiosk's composition root: station, devices, flow and workers, without any window.
+
+``build(config, hardware=...)`` wires one kiosk; ``station kiosk`` puts the Kivy screens on
+top of it (``kiosk_ui.app``), ``station simulate`` drives it with a drill, and the tests do
+both. Threads and what they own:
+
+- the decode worker (``firmware.qr.DecodeWorker``) reads camera frames and decodes them;
+- the measure worker (:class:`MeasureWorker`) runs thermometer measurements on request;
+- the scanner's own reader delivers tube and box barcodes.
+
+None of them touches the flow or the station's read models: each result goes to the UI
+thread through ``post`` (Kivy's ``Clock.schedule_once`` in the app, :class:`LoopThread`
+without a window), and the flow runs only there.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from edge_agent import outbox
+from firmware.config import StationConfig
+from firmware.errors import CameraError, SensorError, StationError
+from firmware.hardware import Hardware, build_hardware
+from kiosk_ui import national_id
+from kiosk_ui.codes import CodeVerifier, TrustStore
+from kiosk_ui.flow import KioskFlow, StaffLock, View, load_secret_hashes
+from kiosk_ui.rules import RuleViolation
+from kiosk_ui.station import Station, TubeMode
+
+log = logging.getLogger(__name__)
+
+Post = Callable[[Callable[[], None]], None]
+MEASURE_TIMEOUT_S = 5.0
+DRILL_SAMPLER = "drill"
+
+
+class LoopThread:
+    """A UI thread for a kiosk without a window: runs posted calls in order, and ticks."""
+
+    def __init__(self, tick: Callable[[], None] | None = None, tick_s: float = 0.1) -> None:
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._tick = tick
+        self._tick_s = tick_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ident: int | None = None
+        self.max_gap_s = 0.0
+
+    def post(self, fn: Callable[[], None]) -> None:
+        self._queue.put(fn)
+
+    def call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """Run ``fn`` on the loop and return its result (or raise its exception) here."""
+        if threading.get_ident() == self.ident:
+            return fn()
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as exc:
+                box["error"] = exc
+            finally:
+                done.set()
+
+        self.post(run)
+        if not done.wait(timeout):
+            raise StationError(f"the kiosk's UI loop did not answer within {timeout} s")
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="kiosk-ui", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._queue.put(None)
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                raise StationError(f"the kiosk's UI loop did not stop within {timeout} s")
+
+    def _run(self) -> None:
+        self.ident = threading.get_ident()
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                fn = self._queue.get(timeout=max(0.0, next_tick - time.monotonic()))
+            except queue.Empty:
+                fn = None
+            started = time.monotonic()
+            if fn is not None:
+                fn()
+            elif self._tick is not None and started >= next_tick:
+                self._tick()
+                next_tick = started + self._tick_s
+            self.max_gap_s = max(self.max_gap_s, time.monotonic() - started)
+
+
+class MeasureWorker:
+    """Runs one thermometer measurement at a time, on request, off the UI thread."""
+
+    def __init__(
+        self,
+        thermometer: Any,
+        on_reading: Callable[[float], None],
+        on_fault: Callable[[str], None],
+        timeout_s: float = MEASURE_TIMEOUT_S,
+    ) -> None:
+        self.thermometer = thermometer
+        self._on_reading = on_reading
+        self._on_fault = on_fault
+        self.timeout_s = timeout_s
+        self._requests: queue.Queue[bool] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def request(self) -> None:
+        self._requests.put(True)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="kiosk-measure", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        self._requests.put(False)
+        cancel = getattr(self.thermometer, "cancel", None)
+        if callable(cancel):
+            cancel()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                raise StationError(f"the measure thread did not stop within {timeout} s")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self._requests.get():
+                return
+            try:
+                reading = self.thermometer.measure(self.timeout_s)
+            except SensorError as exc:
+                if self._stop.is_set():
+                    return
+                self._on_fault(str(exc))
+                continue
+            self._on_reading(float(reading.value_c))
+
+
+class Speaker(Protocol):
+    def say(self, view: View, language: str) -> None: ...
+
+
+@dataclass
+class PanelMessage:
+    """The last answer the sampler panel shows: what happened, or what to fix."""
+
+    ok: bool
+    en: str
+    zh: str
+    at: float = field(default_factory=time.monotonic)
+
+    def text(self, language: str) -> str:
+        return self.zh if language == "zh" else self.en
+
+
+class Kiosk:
+    """One kiosk: station + devices + flow + workers. Actions run on the UI thread."""
+
+    def __init__(
+        self,
+        config: StationConfig,
+        station: Station,
+        hardware: Hardware,
+        post: Post,
+        *,
+        speaker: Speaker | None = None,
+        measure_timeout_s: float = MEASURE_TIMEOUT_S,
+    ) -> None:
+        self.config = config
+        self.station = station
+        self.hardware = hardware
+        self.post = post
+        self.speaker = speaker
+        self.language: str = config.kiosk.language
+        self.views: list[Callable[[View], None]] = []
+        self.panel_listeners: list[Callable[[], None]] = []
+        self.panel_message: PanelMessage | None = None
+        self.arm_single = False
+        self.lock = StaffLock(
+            load_secret_hashes(config.kiosk.staff_pin_file), config.kiosk.staff_lock_s
+        )
+        self.flow = KioskFlow(
+            station,
+            result_timeout_s=config.kiosk.result_timeout_s,
+            measure=self._request_measure,
+            on_view=self._view,
+            set_lights=hardware.lights.show,  # type: ignore[arg-type]
+            speak=self._speak,
+        )
+        self.measure = MeasureWorker(
+            hardware.thermometer,
+            on_reading=lambda t: post(lambda: self.flow.reading(t)),
+            on_fault=lambda m: post(lambda: self.flow.sensor_fault(m)),
+            timeout_s=measure_timeout_s,
+        )
+        self.decoder = hardware.decode_worker(
+            self._payload, on_fault=self._camera_fault, on_recover=self._camera_ok
+        )
+        self.codes_read = 0
+        self.last_scan: Any = None  # the last scanner result, or the error it raised
+        self._id_key: bytes | None = None
+
+    # -- life -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.flow.start()
+        self.measure.start()
+        self.decoder.start()
+        self.hardware.scanner.start(lambda text: self.post(lambda: self._scanned(text)))
+
+    def stop(self) -> None:
+        try:
+            self.hardware.scanner.stop()
+        finally:
+            try:
+                self.decoder.stop()
+            finally:
+                self.measure.stop()
+
+    def close(self) -> None:
+        self.stop()
+        self.hardware.close()
+        self.station.close()
+
+    # -- from the workers (any thread) ----------------------------------------------------
+
+    def _payload(self, text: str) -> None:
+        self.post(lambda: self._code(text))
+
+    def _code(self, text: str) -> None:
+        self.codes_read += 1
+        self.flow.code_read(text)
+
+    def _camera_fault(self, exc: CameraError) -> None:
+        self.post(lambda: self.flow.camera_fault(str(exc)))
+
+    def _camera_ok(self) -> None:
+        self.post(self.flow.camera_ok)
+
+    def _request_measure(self) -> None:
+        self.measure.request()
+
+    def _view(self, view: View) -> None:
+        if view.state.value == "idle":
+            self.decoder.forget()
+        for listener in list(self.views):
+            listener(view)
+
+    def _speak(self, view: View) -> None:
+        if self.speaker is not None:
+            self.speaker.say(view, self.language)
+
+    # -- the sampler's actions (UI thread) ------------------------------------------------
+
+    @property
+    def sampler(self) -> str:
+        return self.lock.who or DRILL_SAMPLER
+
+    def _done(self, en: str, zh: str) -> None:
+        self.panel_message = PanelMessage(True, en, zh)
+        self.lock.touch()
+        self.flow.tubes_changed()
+        for listener in list(self.panel_listeners):
+            listener()
+
+    def _refused(self, exc: RuleViolation) -> None:
+        self.panel_message = PanelMessage(False, exc.en, exc.zh)
+        for listener in list(self.panel_listeners):
+            listener()
+
+    def scan(self, text: str) -> Any:
+        """A tube or box barcode from the scanner (or a staff badge, which unlocks)."""
+        mode = TubeMode.SINGLE if self._single_scan() else TubeMode.POOL
+        result = self.station.scan(text, self.sampler, mode)
+        self.arm_single = False
+        if result.tube is not None:
+            self._done(
+                f"Tube {result.tube.tube} opened ({result.tube.mode}).",
+                f"试管 {result.tube.tube} 已打开（{'单采' if mode == 'single' else '混采'}）。",
+            )
+        elif result.box is not None:
+            self._done(
+                f"Box {result.box}: {len(result.ready)} sealed tubes ready.",
+                f"转运箱 {result.box}：{len(result.ready)} 支已封管试管待装。",
+            )
+        return result
+
+    def _single_scan(self) -> bool:
+        """A tube scan opens a single-sample tube when armed on the panel, or when a
+        yellow-code resident waits and a pooled tube is already open."""
+        if self.arm_single:
+            return True
+        if self.station.open_tube(TubeMode.SINGLE) is not None:
+            return False
+        return bool(self.station.waiting(TubeMode.SINGLE)) and (
+            self.station.open_tube(TubeMode.POOL) is not None
+        )
+
+    def _scanned(self, text: str) -> None:
+        if not self.lock.unlocked and self.lock.unlock(text, who="badge"):
+            self._done("Panel unlocked by badge.", "工牌已解锁面板。")
+            return
+        try:
+            self.last_scan = self.scan(text)
+        except RuleViolation as exc:
+            self.last_scan = exc
+            self._refused(exc)
+        except StationError as exc:
+            self.last_scan = exc
+            self.flow.storage_fault(str(exc))
+
+    def seal(self, tube: str | None = None) -> Any:
+        result = self.station.seal(self.sampler, tube)
+        self._done(
+            f"Tube {result.tube.tube} sealed with {result.tube.count}.",
+            f"试管 {result.tube.tube} 已封管，共 {result.tube.count} 人。",
+        )
+        return result
+
+    def void(self, reason: str, tube: str | None = None) -> Any:
+        result = self.station.void(reason, self.sampler, tube)
+        self._done(
+            f"Tube {result.tube.tube} voided: its members check in again.",
+            f"试管 {result.tube.tube} 已作废：成员需重新登记。",
+        )
+        return result
+
+    def remove(self, resident: str, reason: str = "removed by sampler") -> Any:
+        result = self.station.remove(resident, reason, self.sampler)
+        self._done("Resident removed.", "已移出该居民。")
+        return result
+
+    def dispatch(self, box: str) -> Any:
+        result = self.station.dispatch(box, self.sampler)
+        self._done(
+            f"Box {result.box} dispatched with {len(result.tubes)} tubes.",
+            f"转运箱 {result.box} 已送出，共 {len(result.tubes)} 支试管。",
+        )
+        return result
+
+    def manual_id(self, number: str, color: str = "green") -> None:
+        """Staff typed a national ID number: validate it, derive ``sub``, forget it."""
+        national_id.validate(number)
+        if self._id_key is None:
+            self._id_key = national_id.load_key(self.config.kiosk.id_hash_key_file)
+        sub = national_id.derive_sub(number, self._id_key)
+        self.flow.manual_id(sub, staff=self.sampler, color=color)
+        self.lock.touch()
+
+    def manual_temperature(self, celsius: float) -> None:
+        self.flow.manual_temperature(celsius)
+        self.lock.touch()
+
+    def set_language(self, language: str) -> None:
+        if language in ("zh", "en"):
+            self.language = language
+            self.flow.start()  # publish the same view again, to redraw in the new language
+
+    def link_status(self) -> dict[str, Any]:
+        """The agent's link state and the backlog, as the agent records them."""
+        db = self.station.db
+        st = outbox.stats(db)
+        state = outbox.read_state(db)
+        return {
+            "depth": st.depth,
+            "oldest_s": st.oldest_undelivered_age_s,
+            "link": state.get("link.state", "unknown"),
+            "alerts": {
+                k.removeprefix("alert."): v
+                for k, v in state.items()
+                if k.startswith("alert.") and v is not None
+            },
+        }
+
+
+def build(
+    config: StationConfig,
+    *,
+    hardware: Hardware | None = None,
+    post: Post,
+    verifier: Any = None,
+    speaker: Speaker | None = None,
+    measure_timeout_s: float = MEASURE_TIMEOUT_S,
+) -> Kiosk:
+    """The one composition root: CLI, drills and tests all build a kiosk here."""
+    if verifier is None:
+        verifier = CodeVerifier(
+            TrustStore.load(config.health_code.trusted_keys), config.health_code.leeway_s
+        )
+    station = Station.open(config, verifier)
+    try:
+        hw = hardware if hardware is not None else build_hardware(config)
+    except BaseException:
+        station.close()
+        raise
+    return Kiosk(config, station, hw, post, speaker=speaker, measure_timeout_s=measure_timeout_s)
