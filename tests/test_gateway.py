@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
 
+from edge_agent import commands, gateway_cli
 from edge_agent.gateway import open_store
 from tests.support.edge import (
     agent_thread,
@@ -26,17 +28,24 @@ TOPIC = "sampling/T01/K03/events"
 
 
 def _event(seq: int, ev_id: str | None = None, source: str = "urn:sampling:T01:K03") -> bytes:
-    return json.dumps({
-        "specversion": "1.0", "id": ev_id or f"id-{seq}", "source": source,
-        "type": "sampling.tube.member_added", "time": "2026-11-23T08:00:00.000Z",
-        "seq": seq, "data": {"tube": "T1", "resident": f"r{seq}", "position": 1},
-    }).encode()
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": ev_id or f"id-{seq}",
+            "source": source,
+            "type": "sampling.tube.member_added",
+            "time": "2026-11-23T08:00:00.000Z",
+            "seq": seq,
+            "data": {"tube": "T1", "resident": f"r{seq}", "position": 1},
+        }
+    ).encode()
 
 
 def test_store_waits_for_gaps_and_drops_repeats(tmp_path: Path) -> None:
     store = open_store(tmp_path / "gw.db")
-    advanced, stored, repeats = store.store([(TOPIC, _event(1)), (TOPIC, _event(2)),
-                                             (TOPIC, _event(4)), (TOPIC, _event(5))])
+    advanced, stored, repeats = store.store(
+        [(TOPIC, _event(1)), (TOPIC, _event(2)), (TOPIC, _event(4)), (TOPIC, _event(5))]
+    )
     assert (stored, repeats) == (4, 0)
     assert advanced == {("T01", "K03"): 2}  # 3 is missing: the ack stops before the gap
     assert store.waiting() == {("T01", "K03"): 2}
@@ -75,8 +84,11 @@ def test_two_consumers_on_a_shared_subscription_see_each_event_once(
     _, config = station_config(tmp_path, broker.url)
     db = station_db(config)
     share = "$share/audit/sampling/+/+/events"
-    with Recorder(broker.port, [share], client_id="c1") as c1, \
-            Recorder(broker.port, [share], client_id="c2") as c2, agent_thread(config):
+    with (
+        Recorder(broker.port, [share], client_id="c1") as c1,
+        Recorder(broker.port, [share], client_id="c2") as c2,
+        agent_thread(config),
+    ):
         produce(db, config.source, 400, per_transaction=20)
         wait_until(lambda: undelivered(db) == 0, 30, "delivered")
         wait_until(lambda: len(c1.events()) + len(c2.events()) >= 400, 10, "all consumed")
@@ -98,8 +110,11 @@ def test_two_reference_gateways_share_the_load_and_ack_everything(
     _, config = station_config(tmp_path, broker.url, end_to_end_ack=True)
     db = station_db(config)
     gw_db = tmp_path / "gateway.db"
-    with gateway_thread(broker.port, gw_db, "gw-a") as ga, \
-            gateway_thread(broker.port, gw_db, "gw-b") as gb, agent_thread(config) as agent:
+    with (
+        gateway_thread(broker.port, gw_db, "gw-a") as ga,
+        gateway_thread(broker.port, gw_db, "gw-b") as gb,
+        agent_thread(config) as agent,
+    ):
         produce(db, config.source, 300, per_transaction=10)
         wait_until(lambda: undelivered(db) == 0, 30, "acknowledged end to end")
         assert agent.acked_through == 300
@@ -108,3 +123,14 @@ def test_two_reference_gateways_share_the_load_and_ack_everything(
     stored = gateway_events(gw_db)
     assert [e["seq"] for e in stored] == list(range(1, 301))
     assert audit(all_events(db), stored).ok
+
+
+def test_docs_name_every_command_and_gateway_option() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "edge-agent.md").read_text()
+    for name in commands.COMMANDS:
+        assert f"`{name}`" in text, name
+    parser = argparse.ArgumentParser()
+    gateway_cli.configure(parser)
+    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    missing = [o for o in options if o != "--help" and f"`{o}`" not in text]
+    assert missing == []
