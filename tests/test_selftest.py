@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from firmware.config import load_config
+from firmware.lights import STATES
 from firmware.qr import decode_image_file
 from hardware_tests.selftest import (
     Check,
@@ -307,3 +308,14 @@ def test_broker_refusing_the_login_fails(tmp_path: Path) -> None:
         [check] = SelfTest(config).check_broker()
     assert check.status == "fail"
     assert "refused the MQTT login" in check.detail
+
+
+def test_the_technicians_guide_explains_every_check_and_light_state(tmp_path: Path) -> None:
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "hardware.md").read_text()
+    config = load_config(write_config(tmp_path))
+    names = [c.name for c in SelfTest(config, clock_probe=lambda: SYNCED).run()]
+    assert len(names) == 9
+    for name in names:
+        assert f"| `{name}` |" in guide, name
+    for state in STATES:
+        assert f"`{state}`" in guide, state
