@@ -30,7 +30,7 @@ import json
 import logging
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -320,12 +320,30 @@ class TrustStore:
 # ----------------------------------------------------------------------------- verifier
 
 
+def _keep_tag(tag: int) -> Callable[[Any, bool], cbor2.CBORTag]:
+    def keep(value: Any, immutable: bool) -> cbor2.CBORTag:
+        return cbor2.CBORTag(tag, value)
+
+    return keep
+
+
+# cbor2 interprets many tags (dates, bignums, decimals, regular expressions, MIME, shared and
+# string references). The verifier reads every tag as a plain CBORTag instead: hostile input
+# never reaches those conversions, and a claim of the wrong type is a claims problem, not a
+# decoding failure.
+_PLAIN_TAGS = {tag: _keep_tag(tag) for tag in (*range(1100), 55799)}
+
+
 def _cbor(data: bytes, what: str) -> Any:
     """Decode one complete CBOR item, or reject as bad_format."""
     stream = io.BytesIO(data)
     try:
         item = cbor2.CBORDecoder(
-            stream, read_size=1, max_depth=MAX_CBOR_DEPTH, str_errors="strict"
+            stream,
+            semantic_decoders=_PLAIN_TAGS,
+            read_size=1,
+            max_depth=MAX_CBOR_DEPTH,
+            str_errors="strict",
         ).decode()
     except Exception as exc:  # hostile input reaches every corner of the decoder
         detail = f"{what} is not valid CBOR ({type(exc).__name__})"
