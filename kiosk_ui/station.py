@@ -23,6 +23,7 @@ with single-sample tubes (capacity 1) at the single desk.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -237,6 +238,7 @@ class Station:
             config.sampling.tube_pattern, config.sampling.box_pattern
         )
         self._lock = threading.RLock()
+        self._cached_thresholds: tuple[str, Thresholds] | None = None
 
     # -- life -----------------------------------------------------------------------------
 
@@ -280,11 +282,17 @@ class Station:
 
     def _thresholds(self, conn: Any) -> Thresholds:
         overrides = outbox.settings_overrides(conn)
+        key = json.dumps(overrides, sort_keys=True)
+        cached = self._cached_thresholds
+        if cached is not None and cached[0] == key:
+            return cached[1]
         try:
-            return Thresholds.from_settings(self.config.sampling, overrides)
+            t = Thresholds.from_settings(self.config.sampling, overrides)
         except ValidationError as exc:
             log.error("ignoring inconsistent settings overrides %s: %s", overrides, exc)
-            return Thresholds.from_settings(self.config.sampling)
+            t = Thresholds.from_settings(self.config.sampling)
+        self._cached_thresholds = (key, t)
+        return t
 
     def classify(self, text: str) -> ScanKind:
         """What a text is: a tube or box barcode, a resident code, or unknown."""
@@ -385,6 +393,7 @@ class Station:
                     return self._repeat(earlier, outcome, claims, assessment)
                 if earlier is not None:
                     store.dequeue(conn, earlier.resident)
+                    self._note_queue(conn)
                 return self._record(
                     conn,
                     now=now,
@@ -439,6 +448,28 @@ class Station:
         name = mask_name(claims.name) if claims is not None else None
         temp = assessment.temperature_c if assessment is not None else None
         used = list(assessment.readings[: assessment.used]) if assessment is not None else []
+        mode = _queue_mode(outcome)
+        room = store.room(conn, mode) if mode is not None and sub is not None else None
+        position = room.count + 1 if room is not None else None
+        waits = mode is not None and sub is not None and room is None
+        data: dict[str, Any] = {
+            "resident": sub,
+            "color": color,
+            "temperature_c": temp,
+            "decision": outcome.decision.value,
+            "reason": outcome.reason,
+            "lane": outcome.lane.value,
+            "tube": room.tube if room is not None else None,
+            "position": position,
+            "waiting": waits,
+            "cat": cat,
+            "readings": used,
+            "via": via,
+        }
+        if staff is not None:
+            data["staff"] = staff
+        tx = _Tx()
+        first = self._emit(conn, tx, CHECKIN_RECORDED, data, now)
         checkin_id = store.insert_checkin(
             conn,
             {
@@ -455,51 +486,24 @@ class Station:
                 "lane": outcome.lane.value,
                 "reason": outcome.reason,
                 "staff": staff,
-                "event_seq": 0,
+                "event_seq": first["seq"],
             },
         )
-        tube: Tube | None = None
-        position: int | None = None
         place: int | None = None
-        mode = _queue_mode(outcome)
-        if mode is not None and sub is not None:
-            open_ = store.open_tube(conn, mode)
-            queue = store.waiting_list(conn, mode)
-            if open_ is not None and not open_.full and not queue:
-                position = store.add_member(conn, open_.tube, sub, checkin_id, now)
-                tube = open_
-            else:
-                place = store.enqueue(
-                    conn, mode, resident=sub, checkin=checkin_id, lane=outcome.lane.value, at=now
-                )
-        data: dict[str, Any] = {
-            "resident": sub,
-            "color": color,
-            "temperature_c": temp,
-            "decision": outcome.decision.value,
-            "reason": outcome.reason,
-            "lane": outcome.lane.value,
-            "tube": tube.tube if tube else None,
-            "position": position,
-            "waiting": place is not None,
-            "cat": cat,
-            "readings": used,
-            "via": via,
-        }
-        if staff is not None:
-            data["staff"] = staff
-        tx = _Tx()
-        first = self._emit(conn, tx, CHECKIN_RECORDED, data, now)
-        conn.execute("UPDATE checkins SET event_seq = ? WHERE id = ?", (first["seq"], checkin_id))
-        if tube is not None and position is not None and sub is not None:
+        if room is not None and sub is not None:
+            store.add_member(conn, room.tube, sub, checkin_id, now, position=position)
             self._emit(
                 conn,
                 tx,
                 MEMBER_ADDED,
-                {"tube": tube.tube, "resident": sub, "position": position},
+                {"tube": room.tube, "resident": sub, "position": position},
                 now,
             )
-        self._note_queue(conn)
+        elif waits and mode is not None and sub is not None:
+            place = store.enqueue(
+                conn, mode, resident=sub, checkin=checkin_id, lane=outcome.lane.value, at=now
+            )
+            self._note_queue(conn)
         alert = outcome.alert_kind
         if alert is not None:
             detail = (
@@ -529,10 +533,10 @@ class Station:
             lane=outcome.lane,
             reason=outcome.reason,
             temperature_c=temp,
-            tube=tube.tube if tube else None,
+            tube=room.tube if room is not None else None,
             position=position,
-            capacity=tube.capacity if tube else None,
-            waiting=place is not None,
+            capacity=room.capacity if room is not None else None,
+            waiting=waits,
             queue_place=place,
             repeated=False,
             alert=alert,

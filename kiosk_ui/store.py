@@ -44,7 +44,6 @@ MIGRATIONS: list[str] = [
         event_seq INTEGER NOT NULL,
         purged_at REAL
     );
-    CREATE INDEX checkins_at ON checkins(at);
     CREATE INDEX checkins_day ON checkins(day, decision);
     CREATE TABLE boxes (
         box TEXT PRIMARY KEY,
@@ -201,13 +200,45 @@ def box_used(conn: sqlite3.Connection, box: str) -> bool:
     return conn.execute("SELECT 1 FROM boxes WHERE box = ?", (box,)).fetchone() is not None
 
 
-def add_member(conn: sqlite3.Connection, tube: str, resident: str, checkin: int, at: float) -> int:
-    """Append a resident at the next position; returns the position (1-based)."""
-    pos = 1 + int(
-        conn.execute(
-            "SELECT count(*) FROM tube_members WHERE tube = ? AND position IS NOT NULL", (tube,)
-        ).fetchone()[0]
-    )
+@dataclass(frozen=True, slots=True)
+class Room:
+    tube: str
+    capacity: int
+    count: int
+
+
+def room(conn: sqlite3.Connection, mode: str) -> Room | None:
+    """The open tube of ``mode`` when it has room and nobody waits for it, else None."""
+    row = conn.execute(
+        "SELECT t.tube, t.capacity, (SELECT count(*) FROM tube_members m "
+        "WHERE m.tube = t.tube AND m.position IS NOT NULL), "
+        "EXISTS (SELECT 1 FROM waiting w WHERE w.mode = t.mode) "
+        "FROM tubes t WHERE t.state = 'open' AND t.mode = ?",
+        (mode,),
+    ).fetchone()
+    if row is None or int(row[2]) >= int(row[1]) or row[3]:
+        return None
+    return Room(str(row[0]), int(row[1]), int(row[2]))
+
+
+def add_member(
+    conn: sqlite3.Connection,
+    tube: str,
+    resident: str,
+    checkin: int,
+    at: float,
+    *,
+    position: int | None = None,
+) -> int:
+    """Append a resident at the next position (known or counted); returns it (1-based)."""
+    pos = position
+    if pos is None:
+        pos = 1 + int(
+            conn.execute(
+                "SELECT count(*) FROM tube_members WHERE tube = ? AND position IS NOT NULL",
+                (tube,),
+            ).fetchone()[0]
+        )
     conn.execute(
         "INSERT INTO tube_members(tube, resident, position, checkin, added_at) "
         "VALUES (?, ?, ?, ?, ?)",
@@ -271,6 +302,12 @@ def waiting_list(conn: sqlite3.Connection, mode: str) -> list[Waiting]:
         Waiting(str(r[0]), str(r[1]), str(r[2]), int(r[3]), float(r[4]), i)
         for i, r in enumerate(rows, start=1)
     ]
+
+
+def anyone_waiting(conn: sqlite3.Connection, mode: str) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM waiting WHERE mode = ? LIMIT 1", (mode,)).fetchone() is not None
+    )
 
 
 def waiting_entry(conn: sqlite3.Connection, resident: str) -> Waiting | None:
