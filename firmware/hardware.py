@@ -4,7 +4,7 @@ Stable interface:
 
 - :func:`build_hardware` ``(config, *, pin_factory=None) -> Hardware`` -- backend ``"pi"``
   opens the real devices (picamera2 or OpenCV, the MLX90614 on ``/dev/i2c-N``, gpiozero's
-  default pin factory, the evdev scan gun); backend ``"sim"`` builds the simulated ones
+  lgpio pin factory, the evdev scan gun); backend ``"sim"`` builds the simulated ones
   (:class:`~firmware.camera.SimCamera`, :class:`~firmware.sim.SimThermometer`, gpiozero's
   ``MockFactory``, :class:`~firmware.scanner.SimScanner`), reachable typed through
   ``hardware.sim``. A device that cannot be opened on ``"pi"`` raises a DeviceError that says
@@ -12,7 +12,11 @@ Stable interface:
 - ``build_camera``, ``build_thermometer``, ``build_lights``, ``build_scanner`` -- the same,
   one device at a time, for a caller that goes on with what still works (the self-test).
 - :meth:`Hardware.decode_worker` -- a :class:`~firmware.qr.DecodeWorker` on the camera with
-  the configured engine and repeat suppression.
+  the configured engine and repeat suppression; a camera that stops delivering frames shows
+  ``fault`` on the lights until it recovers.
+- :meth:`Hardware.fault` / :meth:`Hardware.recovered` -- any device's failure shown on the
+  lights (``fault``) and kept in ``hardware.faults``, so that the kiosk goes on with what
+  still works and the technician sees what does not.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from smbus2 import SMBus
 
 from firmware.camera import FrameSource, OpenCVSource, Picamera2Source, SimCamera
 from firmware.config import HardwareSection, StationConfig
-from firmware.errors import CameraError, DeviceError, SensorError
+from firmware.errors import CameraError, DeviceError, LightsError, SensorError
 from firmware.lights import LaneLights
 from firmware.qr import DecodeWorker, PayloadSink, QrEngine, make_engine
 from firmware.scanner import BarcodeScanner, EvdevScanner, SimScanner
@@ -59,6 +63,18 @@ class Hardware:
     config: HardwareSection
     sim: SimDevices | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    faults: dict[str, DeviceError] = field(default_factory=dict)
+
+    def fault(self, device: str, error: DeviceError) -> None:
+        """A device failed: remember it and show the fault state on the lights."""
+        log.error("%s fault: %s", device, error)
+        self.faults[device] = error
+        self.lights.show("fault")
+
+    def recovered(self, device: str) -> None:
+        """A device works again; the lights go back to idle when nothing else is faulty."""
+        if self.faults.pop(device, None) is not None and not self.faults:
+            self.lights.show("idle")
 
     def decode_worker(
         self,
@@ -67,14 +83,27 @@ class Hardware:
         on_fault: Callable[[CameraError], None] | None = None,
         on_recover: Callable[[], None] | None = None,
     ) -> DecodeWorker:
+        """A decode worker on the camera; a camera fault shows on the lights (``fault``)
+        and then reaches ``on_fault``; recovery clears it and reaches ``on_recover``."""
+
+        def faulted(exc: CameraError) -> None:
+            self.fault("camera", exc)
+            if on_fault is not None:
+                on_fault(exc)
+
+        def back() -> None:
+            self.recovered("camera")
+            if on_recover is not None:
+                on_recover()
+
         return DecodeWorker(
             self.camera,
             self.engine,
             sink,
             repeat_suppress_s=self.config.decoder.repeat_suppress_s,
             frame_timeout_s=max(1.0, 3.0 / self.config.camera.fps),
-            on_fault=on_fault,
-            on_recover=on_recover,
+            on_fault=faulted,
+            on_recover=back,
         )
 
     def close(self) -> None:
@@ -132,9 +161,26 @@ def build_thermometer(hw: HardwareSection) -> Thermometer:
     )
 
 
+def lgpio_pin_factory() -> Any:
+    """gpiozero's lgpio factory, chosen explicitly: gpiozero's own search would try other
+    libraries in turn, and the station must fail clearly instead."""
+    try:
+        from gpiozero.pins.lgpio import LGPIOFactory  # noqa: PLC0415 (imports lgpio, Pi only)
+    except ImportError as exc:
+        raise LightsError(
+            f"no GPIO library for the lights ({exc}): apt install python3-lgpio"
+        ) from None
+    try:
+        return LGPIOFactory()
+    except OSError as exc:
+        raise LightsError(
+            f"cannot open the GPIO chip: {exc} (is the station's user in the gpio group?)"
+        ) from None
+
+
 def build_lights(hw: HardwareSection, pin_factory: Any = None) -> LaneLights:
-    if pin_factory is None and hw.backend == "sim":
-        pin_factory = mock_pin_factory()
+    if pin_factory is None:
+        pin_factory = mock_pin_factory() if hw.backend == "sim" else lgpio_pin_factory()
     return LaneLights(hw.lights, pin_factory)
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import queue
+import time
 from pathlib import Path
 
 import pytest
 
 from firmware.camera import SimCamera
 from firmware.config import load_config
-from firmware.errors import CameraError, DeviceError, SensorError
-from firmware.hardware import build_hardware, build_thermometer
+from firmware.errors import CameraError, DeviceError, LightsError, SensorError
+from firmware.hardware import build_hardware, build_lights, build_thermometer
 from firmware.sim import SimThermometer
 from tests.support.config import write_config
 
@@ -91,3 +92,49 @@ def test_pi_backend_without_the_i2c_bus_says_how_to_enable_it(tmp_path: Path) ->
 def test_every_device_error_is_a_device_error() -> None:
     assert issubclass(CameraError, DeviceError)
     assert issubclass(SensorError, DeviceError)
+
+
+def test_a_camera_that_stops_shows_fault_on_the_lights_and_the_rest_goes_on(
+    tmp_path: Path,
+) -> None:
+    config = load_config(write_config(tmp_path, {"hardware": {"camera": {"fps": 30}}}))
+    hw = build_hardware(config)
+    assert hw.sim is not None
+    faults: list[CameraError] = []
+    got: queue.Queue[str] = queue.Queue()
+    worker = hw.decode_worker(got, on_fault=faults.append)
+    worker.frame_timeout_s = 0.1
+    worker.start()
+    try:
+        hw.sim.camera.stall()
+        deadline = time.monotonic() + 3
+        while not faults and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(faults) == 1
+        assert hw.lights.snapshot()["main"] == "fault"
+        assert set(hw.faults) == {"camera"}
+        # The thermometer and the scanner still work.
+        hw.sim.thermometer.queue([36.4])
+        assert hw.thermometer.measure(2.0).value_c == 36.4
+        hw.sim.camera.show("HC1:BACK")
+        hw.sim.camera.resume()
+        assert got.get(timeout=3.0) == "HC1:BACK"
+        deadline = time.monotonic() + 3
+        while hw.faults and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert hw.faults == {}
+        assert hw.lights.snapshot()["main"] == "idle"
+    finally:
+        worker.stop(2.0)
+        hw.close()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("lgpio") is not None, reason="lgpio is installed: this is a Pi"
+)
+def test_pi_lights_without_lgpio_fail_clearly_without_trying_other_libraries(
+    tmp_path: Path,
+) -> None:
+    config = load_config(write_config(tmp_path, {"hardware": {"backend": "pi"}}))
+    with pytest.raises(LightsError, match="python3-lgpio"):
+        build_lights(config.hardware)
