@@ -387,8 +387,15 @@ class Deploy:
         if previous is None:
             self.report.fail(f"health check failed on release {failed}; no earlier release")
             return
-        self.step(f"roll back to {previous}", lambda: plan.plan_switch(
-            previous, failed, prefix=self.prefix, link=CURRENT_LINK))  # fmt: skip
+
+        def back() -> list[plan.Step]:
+            assert previous is not None and failed is not None
+            return [
+                *plan.plan_mark_failed(failed, prefix=self.prefix, releases_dir=RELEASES_DIR),
+                *plan.plan_switch(previous, failed, prefix=self.prefix, link=CURRENT_LINK),
+            ]
+
+        self.step(f"roll back to {previous}", back)
         self._restart_services()
         self.report.release_after = previous
         self.report.rolled_back = True
@@ -420,8 +427,19 @@ class Deploy:
         if previous is None:
             self.report.fail(f"no release before {have.current} to roll back to")
             return
-        self.step(f"roll back to {previous}", lambda: plan.plan_switch(
-            previous, have.current, prefix=self.prefix, link=CURRENT_LINK))  # fmt: skip
+        current = have.current
+
+        def back() -> list[plan.Step]:
+            assert previous is not None
+            mark = (
+                plan.plan_mark_failed(current, prefix=self.prefix, releases_dir=RELEASES_DIR)
+                if current
+                else []
+            )
+            return [*mark, *plan.plan_switch(previous, current, prefix=self.prefix,
+                                             link=CURRENT_LINK)]  # fmt: skip
+
+        self.step(f"roll back to {previous}", back)
         self._restart_services()
         self.report.release_after = previous
         if not self.health():

@@ -33,10 +33,10 @@ class PyinfraExecutor:
     """Runs our steps as pyinfra operations on one host, each executed as soon as it is added."""
 
     def __init__(self, station: Station, known_hosts: Path, dry: bool) -> None:
-
         self.dry = dry
         self.station = station
-        data = {
+        name = station.id
+        data: dict[str, object] = {
             "ssh_hostname": station.address,
             "ssh_port": station.port,
             "ssh_user": station.user,
@@ -47,18 +47,20 @@ class PyinfraExecutor:
             "ssh_allow_agent": False,
             "ssh_look_for_keys": False,
         }
-        inventory = Inventory(([(station.id, data)], {}))  # type: ignore[no-untyped-call]
+        if station.local:
+            # An SD card mounted on this machine: pyinfra's local connector, no SSH.
+            name, data = "@local", {}
+        inventory = Inventory(([(name, data)], {}))  # type: ignore[no-untyped-call]
         config = Config(  # type: ignore[no-untyped-call]
             CONNECT_TIMEOUT=station.connect_timeout_s, PARALLEL=1, SHELL="sh"
         )
         # A dry run only prepares operations (each yields its commands from the facts);
         # a real run executes each operation as it is added, so later steps see its effects.
         self.state = State(inventory, config, check_for_changes=dry)
-        self.host = inventory.get_host(station.id)
+        self.host = inventory.get_host(name)
         self.sudo = {"_sudo": True} if station.use_sudo else {}
 
     def connect(self) -> None:
-
         self.state.set_stage(StateStage.Connect)
         try:
             self.host.connect(show_errors=False, raise_exceptions=True)

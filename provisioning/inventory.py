@@ -121,7 +121,7 @@ class Station(_Model):
     address: str = Field(min_length=1, max_length=253)
     port: int = Field(22, ge=1, le=65535)
     user: UnixName = "pi"
-    key: Path
+    key: Path | None = None
     sudo: bool | None = None
     root: Path | None = None
     mode: Literal["live", "image"] | None = None
@@ -148,8 +148,15 @@ class Station(_Model):
         return "image" if self.root is not None and str(self.root) != "/" else "live"
 
     @property
+    def local(self) -> bool:
+        """``address = "@local"``: this machine itself (an SD card mounted here)."""
+        return self.address == "@local"
+
+    @property
     def use_sudo(self) -> bool:
-        return self.user != "root" if self.sudo is None else self.sudo
+        if self.sudo is not None:
+            return self.sudo
+        return False if self.local else self.user != "root"
 
     @property
     def prefix(self) -> str:
@@ -228,7 +235,9 @@ def _resolve_paths(station: Station, base: Path) -> Station:
             if isinstance(v, Path)
         }
     )
-    update: dict[str, Any] = {"key": _resolve(station.key, base), "mqtt": mqtt}
+    update: dict[str, Any] = {"mqtt": mqtt}
+    if station.key is not None:
+        update["key"] = _resolve(station.key, base)
     if station.root is not None:
         update["root"] = _resolve(station.root, base)
     return station.model_copy(update=update)
@@ -264,7 +273,9 @@ def _check_station(station: Station, raw_config: dict[str, Any]) -> list[str]:
             problems.append(f"{where}config.{section}.{key}: provisioning sets this key; {hint}")
     if station.root is not None and not station.root.is_dir():
         problems.append(f"{where}root: {station.root} is not a directory")
-    if not station.key.is_file():
+    if station.key is None and not station.local:
+        problems.append(f"{where}key: required key is missing (the SSH private key)")
+    elif station.key is not None and not station.key.is_file():
         problems.append(f"{where}key: cannot read the SSH key {station.key}")
     for name, path in station.mqtt.model_dump().items():
         if isinstance(path, Path) and not path.is_file():

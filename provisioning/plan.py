@@ -331,6 +331,7 @@ def plan_services(units: Sequence[str], active: dict[str, str], restart: bool) -
 class ReleaseInfo:
     name: str
     installed_at: str
+    failed: bool = False  # its health check failed here and it was rolled back
 
 
 @dataclass(frozen=True)
@@ -349,7 +350,8 @@ def releases_fact_command(prefix: str, releases: PurePosixPath, current: PurePos
     return (
         f'if [ -d {rdir} ]; then for d in {rdir}/*/; do [ -d "$d" ] || continue; '
         'n=$(basename "$d"); if [ -f "$d/.release.json" ]; then '
-        'printf "R\\t%s\\t%s\\n" "$n" "$(tr -d "\\n" < "$d/.release.json")"; '
+        'f=; [ -f "$d/.failed" ] && f=failed; '
+        'printf "R\\t%s\\t%s\\t%s\\n" "$n" "$f" "$(tr -d "\\n" < "$d/.release.json")"; '
         'else printf "P\\t%s\\n" "$n"; fi; done; fi; '
         f'printf "C\\t%s\\n" "$(readlink {link} 2>/dev/null)"'
     )
@@ -360,11 +362,12 @@ def parse_releases(lines: Iterable[str]) -> Releases:
     incomplete: list[str] = []
     current: str | None = None
     for line in lines:
-        parts = line.rstrip("\n").split("\t", 2)
-        if parts[0] == "R" and len(parts) == 3:
+        parts = line.rstrip("\n").split("\t", 3)
+        if parts[0] == "R" and len(parts) == 4:
             try:
-                meta = json.loads(parts[2])
-                complete.append(ReleaseInfo(parts[1], str(meta.get("installed_at", ""))))
+                meta = json.loads(parts[3])
+                at = str(meta.get("installed_at", ""))
+                complete.append(ReleaseInfo(parts[1], at, parts[2] == "failed"))
             except ValueError:
                 incomplete.append(parts[1])
         elif parts[0] == "P":
@@ -421,29 +424,36 @@ def plan_switch(
     path = rooted(prefix, link)
     tmp = f"{path}.tmp"
     rel = f"releases/{target}"
-    return [Shell(f"ln -sfn {q(rel)} {q(tmp)} && mv -T {q(tmp)} {q(path)}")]
+    # A release tried again gets a fresh chance: its old failure mark goes.
+    unmark = q(f"{PurePosixPath(path).parent}/{rel}/.failed")
+    return [Shell(f"rm -f {unmark} && ln -sfn {q(rel)} {q(tmp)} && mv -T {q(tmp)} {q(path)}")]
 
 
 def previous_release(have: Releases, current: str | None) -> str | None:
-    """The newest complete release installed before ``current``."""
+    """The newest release installed before ``current`` that did not fail its health check."""
     names = have.names()
-    if current not in names:
-        return names[-1] if names and names[-1] != current else None
-    index = names.index(current)
-    return names[index - 1] if index > 0 else None
+    older = names[: names.index(current)] if current in names else names
+    good = [r.name for r in have.complete if r.name in older and not r.failed and r.name != current]
+    return good[-1] if good else None
 
 
 def releases_to_prune(have: Releases, keep_names: Sequence[str | None], keep: int) -> list[str]:
-    """The oldest releases beyond ``keep``, never one of ``keep_names`` (current, previous)."""
-    names = have.names()
-    protected = {n for n in keep_names if n}
-    survivors = [n for n in reversed(names) if n in protected]
-    for n in reversed(names):
+    """Releases beyond the newest ``keep``: never one of ``keep_names`` (current, previous);
+    releases that failed their health check go first."""
+    protected = [n for n in keep_names if n]
+    newest = list(reversed(have.complete))
+    ranked = [r.name for r in newest if not r.failed] + [r.name for r in newest if r.failed]
+    survivors = [n for n in ranked if n in protected]
+    for n in ranked:
         if len(survivors) >= keep:
             break
         if n not in survivors:
             survivors.append(n)
-    return [n for n in names if n not in survivors]
+    return [n for n in have.names() if n not in survivors]
+
+
+def plan_mark_failed(name: str, *, prefix: str, releases_dir: PurePosixPath) -> list[Step]:
+    return [Shell(f"touch {q(rooted(prefix, releases_dir / name / '.failed'))}")]
 
 
 def plan_prune(
