@@ -229,6 +229,11 @@ class Agent:
         if self.link is None or ev.conn != self.link.conn:
             return
         self.connected = True
+        # Never more in flight than the broker accepts (MQTT 5 Receive Maximum); the few
+        # status, telemetry and reply messages need room too.
+        self.window = self.broker.inflight_window
+        if ev.receive_maximum is not None:
+            self.window = max(1, min(self.window, ev.receive_maximum - 2))
         if not self.blocked:
             self.failures = 0
         self.blocked = False
@@ -599,7 +604,8 @@ class Agent:
                 link.abort()
         elif link is not None:
             link.abort()
-            link.join(5.0)
+            if not link.join(5.0):
+                log.error("the network thread (still connecting) did not end within 5 s")
         self.link = None
         self.connected = False
         self._flush_marks(force=True)

@@ -112,6 +112,13 @@ def apply_settings(
         raise CommandError(f"{cmd.command} does not change settings")
     try:
         with write_transaction(db) as conn:
+            # A command delivered twice (QoS 1 after a dropped link) is applied once.
+            done = conn.execute(
+                "SELECT value FROM agent_state WHERE key = ?", (f"command.{cmd.id}",)
+            ).fetchone()
+            if done is not None:
+                earlier: dict[str, Any] = json.loads(done[0])["changes"]
+                return earlier
             current = effective_sampling(conn, base)
             proposed = {**current, **cmd.args}
             try:
@@ -133,6 +140,9 @@ def apply_settings(
                 type=SETTINGS_EVENT,
                 data={"command": cmd.id, "changes": changes, "previous": previous},
                 at=now,
+            )
+            outbox.set_state(
+                conn, f"command.{cmd.id}", {"at": outbox.rfc3339(now), "changes": changes}
             )
     except StorageError as exc:
         raise CommandError(f"not stored: {exc}") from exc

@@ -85,6 +85,7 @@ class LinkSettings:
 class Connected:
     conn: int
     session_present: bool
+    receive_maximum: int | None = None  # the broker's limit on QoS 1/2 publishes in flight
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,7 +401,7 @@ class Connection:
         _userdata: Any,
         flags: mqtt.ConnectFlags,
         rc: ReasonCode,
-        _props: Properties | None,
+        props: Properties | None,
     ) -> None:
         if rc.is_failure:
             permanent = rc.value in (0x84, 0x85, 0x86, 0x87, 0x8C)
@@ -414,7 +415,14 @@ class Connection:
         # Subscribe every time: a broker restarted without persistence forgot the session.
         for topic, qos in self.settings.subscriptions:
             client.subscribe(topic, qos=qos)
-        self._post(Connected(self.conn, bool(flags.session_present)))
+        receive_max = getattr(props, "ReceiveMaximum", None) if props is not None else None
+        self._post(
+            Connected(
+                self.conn,
+                bool(flags.session_present),
+                int(receive_max) if isinstance(receive_max, int) else None,
+            )
+        )
 
     def _on_disconnect(
         self,

@@ -230,3 +230,19 @@ def test_telemetry_reads_the_kiosk_queue_and_temperature(tmp_path: Path) -> None
     assert t["kiosk_queue_length"] == 7
     assert t["outbox_depth"] == 3 and t["delivered_through"] == 0
     assert t["oldest_undelivered_age_s"] >= 0
+
+
+def test_a_command_delivered_twice_is_applied_once(tmp_path: Path) -> None:
+    _, config = station_config(tmp_path, "mqtt://127.0.0.1:1")
+    db = station_db(config)
+    first = commands.parse(_cmd("set_pool_size", {"pool_size": 6}))
+    later = commands.parse(_cmd("set_pool_size", {"pool_size": 12}))
+    assert commands.apply_settings(db, config.source, config.sampling, first) == {
+        "sampling.pool_size": 6
+    }
+    commands.apply_settings(db, config.source, config.sampling, later)
+    # The first command comes again (QoS 1 redelivery): it must not undo the later one.
+    again = commands.apply_settings(db, config.source, config.sampling, first)
+    assert again == {"sampling.pool_size": 6}
+    assert outbox.settings_overrides(db.conn) == {"sampling.pool_size": 12}
+    assert outbox.last_seq(db) == 2
