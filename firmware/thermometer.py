@@ -205,7 +205,8 @@ class Thermometer:
         self.stable_window = stable_window
         self.stable_spread_c = stable_spread_c
         self.interval_s = interval_s
-        self._stop = stop or threading.Event()
+        self._stop = stop or threading.Event()  # the application is shutting down
+        self._cancel = threading.Event()  # this measurement is no longer wanted
         self._clock = clock
         self.history: list[Reading] = []
 
@@ -215,6 +216,7 @@ class Thermometer:
     def measure(self, timeout: float = 5.0) -> Reading:
         """Wait for a forehead or wrist and a stable reading; raise SensorError if none
         comes within ``timeout`` seconds or the sensor fails."""
+        self._cancel.clear()
         start = self._clock()
         deadline = start + timeout
         window = _Window()
@@ -249,7 +251,7 @@ class Thermometer:
                     f"no stable temperature within {timeout:.1f} s "
                     f"(last readings {', '.join(f'{v:.2f}' for v in window.values) or 'none'} C)"
                 )
-            if self._stop.wait(self.interval_s):
+            if self._cancel.wait(self.interval_s) or self._stop.is_set():
                 raise SensorError("the measurement was cancelled")
         mean = sum(window.values) / len(window.values)
         reading = Reading(
@@ -268,8 +270,6 @@ class Thermometer:
         return reading
 
     def cancel(self) -> None:
-        """Make a ``measure`` running on another thread give up at once."""
-        self._stop.set()
-
-    def reset(self) -> None:
-        self._stop.clear()
+        """Make a ``measure`` running on another thread give up at once (the resident
+        walked away); the next ``measure`` starts afresh."""
+        self._cancel.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from firmware.errors import ScannerError
 from firmware.scanner import (
     CHARMAP,
+    EvdevScanner,
     KeyboardLineAssembler,
     SimScanner,
     find_scanner_device,
@@ -124,3 +126,11 @@ def test_auto_detect_finds_a_scan_gun_or_says_how_to_set_it(tmp_path: Path) -> N
     named = tmp_path / "barcode-scanner"
     named.touch()
     assert find_scanner_device(tmp_path, named) == named
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("evdev") is not None, reason="evdev is installed: this is a Pi"
+)
+def test_evdev_scanner_without_evdev_says_what_to_install() -> None:
+    with pytest.raises(ScannerError, match=r"sampling-station\[pi\]"):
+        EvdevScanner("/dev/input/event0")

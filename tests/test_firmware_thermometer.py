@@ -219,7 +219,20 @@ def test_unstable_readings_never_make_a_measurement() -> None:
 def test_a_measurement_can_be_cancelled_from_another_thread() -> None:
     dev = FakeMLX90614(ambient_c=22.0, object_c=22.0)
     t = Thermometer(MLX90614(FakeSMBus({0x5A: dev})), interval_s=0.05)
-    threading.Timer(0.05, t.cancel).start()
+    timer = threading.Timer(0.05, t.cancel)
+    timer.start()
+    with pytest.raises(SensorError, match="cancelled"):
+        t.measure(10.0)
+    timer.join()
+    dev.object_c = 36.0  # the next resident is measured as usual
+    assert t.measure(2.0).value_c == 36.0
+
+
+def test_the_shutdown_event_stops_a_measurement() -> None:
+    dev = FakeMLX90614(ambient_c=22.0, object_c=22.0)
+    stop = threading.Event()
+    stop.set()
+    t = Thermometer(MLX90614(FakeSMBus({0x5A: dev})), interval_s=0.01, stop=stop)
     with pytest.raises(SensorError, match="cancelled"):
         t.measure(10.0)
 
