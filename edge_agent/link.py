@@ -15,7 +15,7 @@ leaves this module, because it starts again on every connection.
 The link does not reconnect by itself: when it ends, the owner decides when to open the
 next one (capped exponential backoff with jitter), so a half-open link is noticed here,
 reported, and the owner's backoff applies. A link is declared dead when nothing at all has
-come from the broker for 1.4 keepalive periods; paho pings after one quiet period, so a live
+come from the broker for 1.3 keepalive periods; paho pings after one quiet period, so a live
 broker always answers well inside that.
 """
 
@@ -44,7 +44,7 @@ from edge_agent.errors import LinkError
 
 log = logging.getLogger(__name__)
 
-DEAD_AFTER_KEEPALIVES = 1.4
+DEAD_AFTER_KEEPALIVES = 1.3
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
