@@ -440,10 +440,16 @@ class SelfTest:
             return [
                 Check("clock", "skip", f"cannot tell whether it is synchronised: {status.detail}")
             ]
-        if self.sim and status.source != "timedatectl":
-            # A drill machine without systemd (a container, CI): the kernel's flag speaks of
-            # the host, which is not the station whose timestamps matter.
-            return [Check("clock", "skip", f"simulated backend; {status.detail}")]
+        if self.sim:
+            # Drills and tests run anywhere (a laptop, a container, CI without network);
+            # only a station's own clock stamps real events.
+            return [
+                Check(
+                    "clock",
+                    "skip",
+                    f"not synchronised, not required on the simulated backend ({status.detail})",
+                )
+            ]
         return [
             Check(
                 "clock",
