@@ -241,3 +241,7 @@ class DecodeWorker:
                 self.process(frame)
             except DecoderError as exc:
                 log.error("frame skipped: %s", exc)
+            except Exception:
+                # A failing payload callback is the caller's bug; scanning must go on for
+                # the next resident, so it is logged with its traceback and not re-raised.
+                log.exception("delivering a payload failed")

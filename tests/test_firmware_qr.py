@@ -234,3 +234,29 @@ def test_a_frame_the_decoder_refuses_does_not_stop_the_worker() -> None:
         assert q.get(timeout=3.0) == "HC1:GOOD"
     finally:
         worker.stop(2.0)
+
+
+def test_a_failing_callback_is_logged_and_scanning_goes_on(caplog) -> None:
+    cam = SimCamera(320, 240, fps=30)
+    got: list[str] = []
+
+    def sink(payload: str) -> None:
+        got.append(payload)
+        if payload == "HC1:FIRST":
+            raise RuntimeError("the kiosk's handler broke")
+
+    worker = DecodeWorker(cam, make_engine("zxing"), sink)
+    worker.start()
+    try:
+        cam.show("HC1:FIRST")
+        deadline = time.monotonic() + 3
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.02)
+        cam.show("HC1:SECOND")
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert got == ["HC1:FIRST", "HC1:SECOND"]
+        assert worker.running
+        assert "delivering a payload failed" in caplog.text
+    finally:
+        worker.stop(2.0)
