@@ -41,7 +41,7 @@ from edge_agent.db import open_db, write_transaction
 from edge_agent.errors import StorageError
 from firmware.config import StationConfig
 from firmware.errors import StationError
-from kiosk_ui import barcodes, rules, store
+from kiosk_ui import barcodes, codes, rules, store
 from kiosk_ui.barcodes import BarcodeKinds, ScanKind
 from kiosk_ui.rules import (
     Decision,
@@ -211,10 +211,8 @@ class _Tx:
 
 
 def mask_name(name: str | None) -> str | None:
-    """First character, then ``*`` for each further one (the screen never shows more)."""
-    if not name:
-        return None
-    return name[0] + "*" * (len(name) - 1)
+    """The name as stored and shown (``codes.mask_name``); None when the code has none."""
+    return codes.mask_name(name) if name else None
 
 
 class Station:
