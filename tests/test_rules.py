@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware.config import SamplingSection
+from kiosk_ui.codes import Verdict
 from kiosk_ui.rules import (
     Decision,
     Lane,
@@ -19,7 +20,7 @@ from kiosk_ui.rules import (
     decide,
     needs_temperature,
 )
-from tests.support.station import Claims, Verdict, rejected, resident
+from tests.support.station import rejected, resident
 
 T = Thresholds()
 REASONS = [
@@ -219,7 +220,7 @@ def test_temperature_is_needed_for_green_and_yellow() -> None:
 verdicts = st.one_of(
     st.builds(rejected, st.sampled_from(REASONS)),
     st.builds(
-        lambda sub, color, cat: Verdict(True, None, Claims(sub, color, None, tuple(cat))),
+        lambda sub, color, cat: resident(sub, color, None, cat),
         st.text(min_size=1, max_size=8),
         st.sampled_from(["green", "yellow", "red"]),
         st.lists(st.sampled_from(["elderly", "child", "pregnant", "disabled"]), max_size=2),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.config import StationConfig, load_config
+from kiosk_ui.codes import Claims, Reason, Verdict
 from kiosk_ui.station import Station
 from tests.support.config import write_config
 
@@ -27,33 +28,29 @@ class Clock:
         self.now += seconds
 
 
-@dataclass(frozen=True)
-class Claims:
-    sub: str
-    color: str
-    name: str | None = None
-    cat: tuple[str, ...] = ()
-    iss: str = "TEST"
-    exp: int = 0
-    iat: int = 0
-
-
-@dataclass(frozen=True)
-class Verdict:
-    valid: bool
-    reason: str | None = None
-    claims: Claims | None = None
+def claims(
+    sub: str, color: str = "green", name: str | None = None, cat: Sequence[str] = ()
+) -> Claims:
+    return Claims(
+        iss="T01-HEALTH",
+        sub=sub,
+        exp=int(T0) + 86400,
+        iat=int(T0) - 60,
+        color=color,
+        name=name,
+        cat=tuple(cat),
+    )
 
 
 def resident(
     sub: str, color: str = "green", name: str | None = None, cat: Sequence[str] = ()
 ) -> Verdict:
     """A verified code's verdict, as the verifier returns it."""
-    return Verdict(True, None, Claims(sub, color, name, tuple(cat)))
+    return Verdict.ok(claims(sub, color, name, cat))
 
 
 def rejected(reason: str) -> Verdict:
-    return Verdict(False, reason, None)
+    return Verdict.rejected(Reason(reason))
 
 
 @dataclass
