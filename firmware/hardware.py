@@ -12,11 +12,10 @@ Stable interface:
 - ``build_camera``, ``build_thermometer``, ``build_lights``, ``build_scanner`` -- the same,
   one device at a time, for a caller that goes on with what still works (the self-test).
 - :meth:`Hardware.decode_worker` -- a :class:`~firmware.qr.DecodeWorker` on the camera with
-  the configured engine and repeat suppression; a camera that stops delivering frames shows
-  ``fault`` on the lights until it recovers.
-- :meth:`Hardware.fault` / :meth:`Hardware.recovered` -- any device's failure shown on the
-  lights (``fault``) and kept in ``hardware.faults``, so that the kiosk goes on with what
-  still works and the technician sees what does not.
+  the configured engine and repeat suppression. A camera that stops delivering frames is
+  kept in ``hardware.faults`` until it recovers and reported to ``on_fault``; what the
+  lights show is the kiosk's decision (its flow is the one owner of the lights, and shows
+  ``fault``).
 """
 
 from __future__ import annotations
@@ -63,18 +62,7 @@ class Hardware:
     config: HardwareSection
     sim: SimDevices | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
-    faults: dict[str, DeviceError] = field(default_factory=dict)
-
-    def fault(self, device: str, error: DeviceError) -> None:
-        """A device failed: remember it and show the fault state on the lights."""
-        log.error("%s fault: %s", device, error)
-        self.faults[device] = error
-        self.lights.show("fault")
-
-    def recovered(self, device: str) -> None:
-        """A device works again; the lights go back to idle when nothing else is faulty."""
-        if self.faults.pop(device, None) is not None and not self.faults:
-            self.lights.show("idle")
+    faults: dict[str, DeviceError] = field(default_factory=dict)  # device -> its error
 
     def decode_worker(
         self,
@@ -83,16 +71,16 @@ class Hardware:
         on_fault: Callable[[CameraError], None] | None = None,
         on_recover: Callable[[], None] | None = None,
     ) -> DecodeWorker:
-        """A decode worker on the camera; a camera fault shows on the lights (``fault``)
-        and then reaches ``on_fault``; recovery clears it and reaches ``on_recover``."""
+        """A decode worker on the camera; a camera fault is kept in ``faults`` and reaches
+        ``on_fault``; recovery clears it and reaches ``on_recover``."""
 
         def faulted(exc: CameraError) -> None:
-            self.fault("camera", exc)
+            self.faults["camera"] = exc
             if on_fault is not None:
                 on_fault(exc)
 
         def back() -> None:
-            self.recovered("camera")
+            self.faults.pop("camera", None)
             if on_recover is not None:
                 on_recover()
 
