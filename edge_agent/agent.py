@@ -159,6 +159,7 @@ class Agent:
         self.link_state = "starting"
         self.link_changed_at = time.time()
         self._has_alert = False
+        self._connect_alert = outbox.read_state(db).get("alert.connect") is not None
 
     # --- public -----------------------------------------------------------------------
 
@@ -256,6 +257,9 @@ class Agent:
         }
         self._publish(("status", "online"), self.topic_status, _json(status), 1, True)
         self._record_link("online", None)
+        if self._connect_alert:
+            self._connect_alert = False
+            self._set_state({"alert.connect": None})
 
     def _record_link(self, state: str, error: str | None) -> None:
         self.link_state = state
@@ -313,6 +317,7 @@ class Agent:
                 logging.ERROR if ev.permanent else logging.WARNING,
             )
             if ev.permanent:
+                self._connect_alert = True
                 self._alert("connect", ev.reason, None)
         elif isinstance(ev, Disconnected):
             self._link_ended(ev.conn, f"link lost: {ev.reason}", logging.WARNING)
