@@ -39,6 +39,7 @@ from provisioning.render import (
     Desired,
     FileSpec,
     desired_state,
+    service_groups,
 )
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,7 @@ class Deploy:
         p = self.prefix
         paths = [plan.rooted(p, d.path) for d in desired.dirs]
         paths += [plan.rooted(p, f.path) for f in desired.files]
+        paths += sorted({plan.rooted(p, f.path.parent) for f in desired.files} - set(paths))
         enable = [*SERVICES, *SYSTEM_UNITS]
         sections = {
             "packages": plan.packages_fact_command(self.st.packages) if self.st.packages else "",
@@ -214,7 +216,8 @@ class Deploy:
             self.step("packages", lambda: plan.plan_packages(wanted, facts.packages))
 
         def account() -> list[plan.Step]:
-            return plan.plan_account(st.service_user, st.groups, facts.accounts, prefix, STATE_DIR)
+            groups = service_groups(st)
+            return plan.plan_account(st.service_user, groups, facts.accounts, prefix, STATE_DIR)
 
         accounts = facts.accounts
         if self.step("service user", account) and not self.ex.dry:
@@ -228,12 +231,15 @@ class Deploy:
             return out
 
         self.step("directories", dirs)
+        created_dirs = set() if self.ex.dry else {plan.rooted(prefix, d.path) for d in desired.dirs}
         changed_files: set[str] = set()
         for spec in desired.files:
             dest = plan.rooted(prefix, spec.path)
 
             def file_plan(spec: FileSpec = spec, dest: str = dest) -> list[plan.Step]:
-                return plan.plan_file(spec, facts.paths.get(dest), accounts, prefix)
+                parent = plan.rooted(prefix, spec.path.parent)
+                parent_exists = parent in facts.paths or parent in created_dirs
+                return plan.plan_file(spec, facts.paths.get(dest), accounts, prefix, parent_exists)
 
             if self.step(f"file {spec.path}", file_plan):
                 changed_files.add(str(spec.path))

@@ -101,7 +101,7 @@ class PyinfraExecutor:
         @operation()
         def steps() -> Any:
             record[:] = planner()
-            for step in record:
+            for step in _coalesce(record):
                 if isinstance(step, Shell):
                     yield StringCommand(step.command)
                 elif step.content is not None:
@@ -143,6 +143,19 @@ class PyinfraExecutor:
             if time.monotonic() > deadline:
                 raise ConnectionError(f"the station did not come back within {timeout_s:.0f} s")
             time.sleep(min(2.0, max(0.1, delay_s)))
+
+
+def _coalesce(steps: list[Step]) -> list[Step]:
+    """Adjacent shell steps as one command (one round trip), stopping at the first failure."""
+    out: list[Step] = []
+    for step in steps:
+        last = out[-1] if out else None
+        if isinstance(step, Shell) and isinstance(last, Shell):
+            first = last.command if last.command.startswith("{ ") else f"{{ {last.command}; }}"
+            out[-1] = Shell(f"{first} && {{ {step.command}; }}")
+        else:
+            out.append(step)
+    return out
 
 
 def _explain_connect_error(message: str) -> str:

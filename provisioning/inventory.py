@@ -127,7 +127,7 @@ class Station(_Model):
     mode: Literal["live", "image"] | None = None
     packages: list[PackageName] = DEFAULT_PACKAGES
     service_user: UnixName = "sampling"
-    groups: list[UnixName] = DEFAULT_GROUPS
+    groups: list[UnixName] | None = None  # default: the device platform's list
     ntp: list[str] = []
     fallback_ntp: list[str] = ["0.debian.pool.ntp.org", "1.debian.pool.ntp.org"]
     hardware_watchdog_s: int = Field(15, ge=0, le=600)

@@ -162,7 +162,11 @@ def spec_bytes(spec: FileSpec) -> bytes:
 
 
 def plan_file(
-    spec: FileSpec, have: PathState | None, accounts: Accounts, prefix: str
+    spec: FileSpec,
+    have: PathState | None,
+    accounts: Accounts,
+    prefix: str,
+    parent_exists: bool = False,
 ) -> list[Step]:
     """Write the file when its content differs (atomically, modes set before it appears)."""
     dest = rooted(prefix, spec.path)
@@ -176,8 +180,9 @@ def plan_file(
             steps.append(Shell(f"chown {owner} {q(dest)}"))
         return steps
     tmp = f"{dest}.provision-tmp"
+    mkdir = [] if parent_exists else [Shell(f"mkdir -p {q(str(PurePosixPath(dest).parent))}")]
     return [
-        Shell(f"mkdir -p {q(str(PurePosixPath(dest).parent))} && rm -f {q(tmp)}"),
+        *mkdir,
         Upload(tmp, content=spec.content, source=spec.source),
         Shell(
             f"chown {owner} {q(tmp)} && chmod {spec.mode:o} {q(tmp)} && mv -f {q(tmp)} {q(dest)}"

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from provisioning.inventory import (
     CONFIG_PATH,
     CURRENT_LINK,
+    DEFAULT_GROUPS,
     ETC_DIR,
     MQTT_DIR,
     OPT_DIR,
@@ -140,6 +141,23 @@ def platform_boot_files() -> tuple[str | None, dict[str, bytes]]:
         elif entry.name.endswith(".rules"):
             rules[entry.name] = entry.read_bytes()
     return fragment, rules
+
+
+def platform_groups() -> list[str]:
+    """The service user's groups from the device platform (firmware/boot/groups.conf)."""
+    try:
+        text = resources.files("firmware").joinpath("boot", "groups.conf").read_text("utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):
+        return []
+    return [g.strip() for g in text.splitlines() if g.strip() and not g.startswith("#")]
+
+
+def service_groups(station: Station) -> list[str]:
+    """The inventory's ``groups``, else the platform's plus ``render`` (the kiosk's GPU)."""
+    if station.groups is not None:
+        return list(station.groups)
+    groups = platform_groups() or list(DEFAULT_GROUPS)
+    return groups + [g for g in ("render",) if g not in groups]
 
 
 def desired_state(inventory: Inventory, station: Station) -> Desired:

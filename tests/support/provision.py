@@ -44,7 +44,7 @@ otg_mode=1
 [all]
 """
 
-_FAKE = r'''#!{python}
+_FAKE = r"""#!{python}
 # Fake `{name}` of a test station rooted at {root}: records the call, behaves like the real one.
 import os, sys
 ROOT = {root!r}
@@ -163,7 +163,7 @@ if NAME in ("groupadd", "useradd", "usermod"):
     sys.exit(0)
 
 sys.exit(0)  # udevadm and anything else: recorded only
-'''
+"""
 
 FAKE_COMMANDS = (
     "systemctl",
