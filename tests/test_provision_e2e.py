@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from kiosk_ui.cli import main
+from tests.support.ports import free_port
 from tests.support.provision import (
     build_release_wheel,
     calls,
@@ -28,7 +29,6 @@ from tests.support.provision import (
     station_sshd,
 )
 from tests.support.sshd import Keys, Sshd, generate_keys, running_sshds
-from tests.support.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -315,7 +315,7 @@ def test_unknown_or_changed_host_keys_are_refused(
         # K11 is not in known_hosts at all; K12 is pinned to a different key.
         pinned = f"[{k12.address}]:{k12.port} {impostor.host_key_type} {impostor.host_public}\n"
         fleet.write(wheels["1"], known_hosts=pinned)
-        code, out, reports = fleet.run(capsys, "apply")
+        code, _, reports = fleet.run(capsys, "apply")
     assert code == 1
     for sid in ("K11", "K12"):
         assert reports[sid]["status"] == "unreachable"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import tomllib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
@@ -431,7 +432,5 @@ def test_a_station_in_the_desired_state_gets_no_commands(inventory: Inventory) -
 
 
 def test_station_toml_writer_round_trips() -> None:
-    import tomllib
-
     data = {"a": 1, "b": {"c": 'x"y', "d": [1, 2], "e": {"f": True, "g": 0.5}}}
     assert tomllib.loads(to_toml(data)) == data

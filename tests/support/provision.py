@@ -130,7 +130,8 @@ if NAME in ("groupadd", "useradd", "usermod"):
     users, groups = read(passwd), read(group)
     name = args[-1]
     def next_id(lines):
-        return max([999] + [int(l.split(":")[2]) for l in lines if 999 < int(l.split(":")[2]) < 60000]) + 1
+        ids = [int(l.split(":")[2]) for l in lines]
+        return max([999] + [i for i in ids if 999 < i < 60000]) + 1
     def add_members(names, user):
         out = []
         for l in groups:
@@ -224,8 +225,12 @@ def build_release_wheel(directory: Path, version: str, healthy: bool = True) -> 
     )
     files = {
         "fake_station/__init__.py": module.encode(),
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: sampling-station\nVersion: {version}\n".encode(),
-        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{info}/METADATA": (
+            f"Metadata-Version: 2.1\nName: sampling-station\nVersion: {version}\n"
+        ).encode(),
+        f"{info}/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
         f"{info}/entry_points.txt": b"[console_scripts]\nstation = fake_station:main\n",
         f"{info}/top_level.txt": b"fake_station\n",
     }
