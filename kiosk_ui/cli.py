@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("kiosk_ui.config_cli", "check a station configuration file"),
     "selftest": ("hardware_tests.cli", "check each device, storage, clock and broker"),
     "db": ("kiosk_ui.db_cli", "outbox statistics and the retention purge of the station database"),
+    "kiosk": ("kiosk_ui.kiosk_cli", "the full-screen touch kiosk for residents and samplers"),
     "simulate": ("kiosk_ui.simulate", "run a drill (scenario) on simulated hardware"),
     "agent": ("edge_agent.cli", "deliver the outbox to the township broker; `status` shows it"),
     "gateway": ("edge_agent.gateway_cli", "reference gateway consumer: store events, send acks"),

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edge_agent import outbox
+from firmware.camera import Frame, FrameSource
 from firmware.config import StationConfig
 from firmware.errors import CameraError, SensorError, StationError
 from firmware.hardware import Hardware, build_hardware
@@ -158,8 +159,28 @@ class MeasureWorker:
             self._on_reading(float(reading.value_c))
 
 
+class PreviewTap:
+    """The camera as the decoder sees it, keeping the last frame for the screen's preview."""
+
+    def __init__(self, source: FrameSource) -> None:
+        self.source = source
+        self.last_frame: Frame | None = None
+
+    def read(self, timeout: float) -> Frame:
+        frame = self.source.read(timeout)
+        self.last_frame = frame
+        return frame
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.source, name)
+
+
 class Speaker(Protocol):
     def say(self, view: View, language: str) -> None: ...
+    def stop(self, timeout: float = ...) -> None: ...
 
 
 @dataclass
@@ -215,6 +236,8 @@ class Kiosk:
             on_fault=lambda m: post(lambda: self.flow.sensor_fault(m)),
             timeout_s=measure_timeout_s,
         )
+        if not isinstance(hardware.camera, PreviewTap):
+            hardware.camera = PreviewTap(hardware.camera)
         self.decoder = hardware.decode_worker(
             self._payload, on_fault=self._camera_fault, on_recover=self._camera_ok
         )
@@ -237,7 +260,11 @@ class Kiosk:
             try:
                 self.decoder.stop()
             finally:
-                self.measure.stop()
+                try:
+                    self.measure.stop()
+                finally:
+                    if self.speaker is not None:
+                        self.speaker.stop()
 
     def close(self) -> None:
         self.stop()

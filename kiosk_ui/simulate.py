@@ -55,6 +55,7 @@ from kiosk_ui.drill import (
     Wait,
 )
 from kiosk_ui.flow import State
+from kiosk_ui.kiosk_cli import prepare_kivy
 from kiosk_ui.rules import RuleViolation
 from kiosk_ui.runtime import Kiosk, LoopThread, build
 
@@ -577,7 +578,12 @@ class DrillRunner:
                     raise StepFailed(i, step, f"lights {wrong} (expected {want})")
                 continue
             if got != want:
-                raise StepFailed(i, step, f"{key} was {got!r}, expected {want!r}")
+                seen = ", ".join(f"{k}={v}" for k, v in self.outcome.items() if v is not None)
+                raise StepFailed(
+                    i,
+                    step,
+                    f"{key} was {got!r}, expected {want!r}" + (f" ({seen})" if seen else ""),
+                )
         self.out(f"  step {i + 1}: expect {json.dumps(step.checks, ensure_ascii=False)} held")
 
     def wait_delivered(self, timeout: float) -> tuple[bool, int]:
@@ -729,6 +735,7 @@ def _run_kiosk(
 ) -> int:
     hardware = build_hardware(config)
     if args.window or args.screenshots is not None:
+        prepare_kivy(window=args.window)
         # Kivy reads its settings from the environment when first imported: only now.
         from kiosk_ui.app import run_with_app  # noqa: PLC0415
 

@@ -1,0 +1,711 @@
+"""The kiosk's Kivy app: screens that draw the flow's views and forward touches.
+
+Nothing here decides anything. The resident screen draws a :class:`~kiosk_ui.flow.View`
+(colour, an icon and words, never colour alone); the sampler panel calls the kiosk's
+actions (``kiosk_ui.runtime.Kiosk``) and shows their answers. Layout is in ``screens.kv``.
+
+Import this module only after :func:`kiosk_ui.kiosk_cli.prepare_kivy`: Kivy configures
+itself from the environment on first import.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kivy.app import App
+from kivy.clock import Clock
+from kivy.core.text import LabelBase
+from kivy.core.window import Window
+from kivy.graphics import Color, Ellipse, Line, Triangle
+from kivy.graphics.texture import Texture
+from kivy.lang import Builder
+from kivy.properties import (
+    BooleanProperty,
+    ColorProperty,
+    ListProperty,
+    StringProperty,
+)
+from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.button import Button
+from kivy.uix.modalview import ModalView
+from kivy.uix.screenmanager import NoTransition, Screen, ScreenManager
+from kivy.uix.widget import Widget
+
+from firmware.config import StationConfig
+from firmware.errors import StationError
+from firmware.hardware import Hardware, build_hardware
+from kiosk_ui import fonts
+from kiosk_ui.codes import Reason, rejection_message
+from kiosk_ui.flow import State, View
+from kiosk_ui.i18n import STRINGS, Language, t
+from kiosk_ui.national_id import NationalIdError
+from kiosk_ui.rules import RuleViolation
+from kiosk_ui.runtime import Kiosk, build
+from kiosk_ui.speech import EspeakSpeaker
+
+log = logging.getLogger(__name__)
+
+KV = Path(__file__).with_name("screens.kv")
+FONT = "Station"
+
+# Background per state: the colour says it from afar, the icon and the words say it too.
+COLOURS: dict[str, tuple[float, float, float, float]] = {
+    "idle": (0.11, 0.20, 0.33, 1),
+    "measure": (0.45, 0.30, 0.02, 1),
+    "go": (0.06, 0.42, 0.20, 1),
+    "green": (0.0, 0.50, 0.30, 1),
+    "wait": (0.55, 0.36, 0.0, 1),
+    "isolate": (0.62, 0.0, 0.10, 1),
+    "staff": (0.12, 0.27, 0.55, 1),
+    "fault": (0.25, 0.25, 0.27, 1),
+}
+REASONS = frozenset(r.value for r in Reason)
+VOID_REASONS = ("void.spilled", "void.mislabelled", "void.contaminated")
+ID_COLORS = ("green", "yellow", "red")
+ID_COLOR_RGBA = {
+    "green": (0.10, 0.50, 0.23, 1),
+    "yellow": (0.70, 0.55, 0.0, 1),
+    "red": (0.62, 0.0, 0.10, 1),
+}
+
+
+class Icon(Widget):
+    """A shape that says the state without colour: check, cross, clock, warning, ..."""
+
+    kind = StringProperty("idle")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bind(pos=self._draw, size=self._draw, kind=self._draw)
+
+    def _draw(self, *_: Any) -> None:
+        self.canvas.clear()
+        s = min(self.width, self.height) * 0.8
+        cx, cy = self.center
+        x0, y0 = cx - s / 2, cy - s / 2
+        w = max(6.0, s / 14)
+        with self.canvas:
+            Color(1, 1, 1, 1)
+            if self.kind in ("go", "green"):
+                Line(circle=(cx, cy, s / 2), width=w)
+                Line(
+                    points=[
+                        x0 + s * 0.25,
+                        cy,
+                        x0 + s * 0.45,
+                        y0 + s * 0.28,
+                        x0 + s * 0.76,
+                        y0 + s * 0.72,
+                    ],
+                    width=w * 1.3,
+                )
+            elif self.kind in ("staff", "stop"):
+                Line(circle=(cx, cy, s / 2), width=w)
+                d = s * 0.22
+                Line(points=[cx - d, cy - d, cx + d, cy + d], width=w * 1.3)
+                Line(points=[cx - d, cy + d, cx + d, cy - d], width=w * 1.3)
+            elif self.kind in ("wait", "measure"):
+                Line(circle=(cx, cy, s / 2), width=w)
+                Line(points=[cx, cy, cx, cy + s * 0.32], width=w)
+                Line(points=[cx, cy, cx + s * 0.22, cy], width=w)
+            elif self.kind in ("isolate", "fault"):
+                Triangle(points=[cx, y0 + s, x0, y0 + s * 0.1, x0 + s, y0 + s * 0.1])
+                Color(*COLOURS[self.kind])
+                Line(points=[cx, y0 + s * 0.75, cx, y0 + s * 0.38], width=w * 1.2)
+                Ellipse(pos=(cx - w * 1.2, y0 + s * 0.2 - w), size=(w * 2.4, w * 2.4))
+
+
+class GuideBox(Widget):
+    """The frame a resident holds the code inside, drawn over the camera preview."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bind(pos=self._draw, size=self._draw)
+
+    def _draw(self, *_: Any) -> None:
+        self.canvas.clear()
+        s = min(self.width, self.height) * 0.7
+        x, y = self.center_x - s / 2, self.center_y - s / 2
+        with self.canvas:
+            Color(1, 0.85, 0.2, 1)
+            Line(rectangle=(x, y, s, s), width=4)
+
+
+class ResidentScreen(Screen):
+    bg = ColorProperty(COLOURS["idle"])
+    icon = StringProperty("idle")
+    preview = BooleanProperty(True)
+    title = StringProperty("")
+    line1 = StringProperty("")
+    line2 = StringProperty("")
+    line3 = StringProperty("")
+    banner = StringProperty("")
+    lang_text = StringProperty("")
+    staff_text = StringProperty("")
+    station_text = StringProperty("")
+
+
+class MemberRow(BoxLayout):
+    text = StringProperty("")
+    resident = StringProperty("")
+    remove_text = StringProperty("")
+
+
+class PanelScreen(Screen):
+    tube_text = StringProperty("")
+    lang_text = StringProperty("")
+    back_text = StringProperty("")
+    lock_text = StringProperty("")
+    t_seal = StringProperty("")
+    t_void = StringProperty("")
+    t_single = StringProperty("")
+    t_dispatch = StringProperty("")
+    t_manual_id = StringProperty("")
+    t_manual_temp = StringProperty("")
+    single_armed = BooleanProperty(False)
+    temp_needed = BooleanProperty(False)
+    counters_text = StringProperty("")
+    link_text = StringProperty("")
+    link_color = ColorProperty((0.7, 1, 0.7, 1))
+    message_text = StringProperty("")
+    message_color = ColorProperty((1, 1, 1, 1))
+
+
+class EntryScreen(Screen):
+    mode = StringProperty("pin")  # pin | id | temp
+    prompt = StringProperty("")
+    shown = StringProperty("")
+    error = StringProperty("")
+    ok_text = StringProperty("")
+    cancel_text = StringProperty("")
+    color_text = StringProperty("")
+    color_rgba = ColorProperty(ID_COLOR_RGBA["green"])
+    value = StringProperty("")
+    keys = ListProperty([])
+
+
+class KioskApp(App):
+    """The screens of one kiosk. ``kiosk`` is built by the composition root."""
+
+    def __init__(self, kiosk: Kiosk, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kiosk = kiosk
+        self.title = "Sampling station"
+        self.view: View | None = None
+        self.entry_color = "green"
+        self.box: str | None = None
+        self.max_frame_gap_s = 0.0
+        self._last_frame = time.monotonic()
+        self._measuring_gaps = False
+        self._checks: list[threading.Thread] = []
+        self._events: list[Any] = []
+
+    # -- building -------------------------------------------------------------------------
+
+    def build(self) -> ScreenManager:
+        files = fonts.find_fonts()
+        LabelBase.register(FONT, fn_regular=str(files.regular), fn_bold=str(files.bold))
+        Builder.load_file(str(KV))
+        sm = ScreenManager(transition=NoTransition())
+        self.resident = ResidentScreen()
+        self.panel = PanelScreen()
+        self.entry = EntryScreen()
+        for screen in (self.resident, self.panel, self.entry):
+            sm.add_widget(screen)
+        self.kiosk.views.append(self.on_view)
+        self.kiosk.panel_listeners.append(self.refresh_panel)
+        self._events += [
+            Clock.schedule_interval(lambda dt: self.kiosk.flow.tick(), 0.1),
+            Clock.schedule_interval(self._preview, 1 / 10),
+            Clock.schedule_interval(lambda dt: self._refresh_status(), 2.0),
+            Clock.schedule_interval(self._frame, 0),
+        ]
+        return sm
+
+    def on_start(self) -> None:
+        self.kiosk.start()
+        self._refresh_status()
+
+    def on_stop(self) -> None:
+        for ev in self._events:
+            ev.cancel()
+        for th in self._checks:
+            th.join(5)
+
+    def _frame(self, _dt: float) -> None:
+        now = time.monotonic()
+        if self._measuring_gaps:
+            self.max_frame_gap_s = max(self.max_frame_gap_s, now - self._last_frame)
+        self._last_frame = now
+
+    def measure_frame_gaps(self, on: bool = True) -> None:
+        self._measuring_gaps = on
+        self._last_frame = time.monotonic()
+
+    # -- the resident screen --------------------------------------------------------------
+
+    @property
+    def lang(self) -> Language:
+        return "en" if self.kiosk.language == "en" else "zh"
+
+    def on_view(self, view: View) -> None:
+        self.view = view
+        self.render()
+
+    def render(self) -> None:
+        view = self.view
+        if view is None:
+            return
+        lang = self.lang
+        r = self.resident
+        r.lang_text = t("lang.switch", lang)
+        r.staff_text = t("panel.title", lang)
+        cfg = self.kiosk.config.station
+        r.station_text = f"{cfg.township} · {cfg.id}"
+        bg, icon, title, l1, l2, l3 = self._texts(view, lang)
+        r.bg = COLOURS[bg]
+        r.icon = icon
+        r.preview = view.state is State.IDLE
+        r.title, r.line1, r.line2, r.line3 = title, l1, l2, l3
+        if self.manager_current() == "panel":
+            self.refresh_panel()
+
+    def _texts(self, view: View, lang: Language) -> tuple[str, str, str, str, str, str]:
+        s = view.state
+        msg = view.message(lang) or ""
+        name = view.name or ""
+        if s is State.IDLE:
+            return (
+                "idle",
+                "idle",
+                t("idle.title", lang),
+                t("idle.hint", lang),
+                "",
+                t("idle.no_code", lang),
+            )
+        if s in (State.MEASURING, State.REMEASURE):
+            sub = t(view.prompt or "measure.closer", lang)
+            title = t("measure.again", lang) if s is State.REMEASURE else t("measure.title", lang)
+            return (
+                "measure",
+                "measure",
+                title,
+                t("measure.closer", lang),
+                sub if s is State.REMEASURE else "",
+                name,
+            )
+        if s is State.MANUAL_TEMPERATURE:
+            return (
+                "measure",
+                "fault",
+                t("measure.title", lang),
+                t("fault.thermometer", lang),
+                "",
+                name,
+            )
+        temp = t("result.temperature", lang, t=view.temperature_c) if view.temperature_c else ""
+        if s is State.RESULT:
+            lane = t(f"lane.{view.lane}", lang)
+            if view.decision == "single":
+                return "go", "go", lane, t("result.single", lang), name, temp
+            pos = t("result.position", lang, k=view.position, n=view.capacity)
+            bg = "green" if view.lane == "green" else "go"
+            return bg, "go", t("result.go", lang), lane, pos, f"{name}  {temp}".strip()
+        if s is State.WAIT:
+            return (
+                "wait",
+                "wait",
+                t("wait.title", lang),
+                t(view.prompt or "wait.no_tube", lang),
+                t("wait.next", lang),
+                name,
+            )
+        if s is State.ISOLATION:
+            return (
+                "isolate",
+                "isolate",
+                t("isolation.title", lang),
+                t(view.prompt or "isolation.fever", lang),
+                t("isolation.next", lang),
+                name,
+            )
+        if s is State.STAFF:
+            return (
+                "staff",
+                "staff",
+                t("staff.title", lang),
+                _why(view, lang),
+                t("staff.next", lang),
+                name,
+            )
+        kind = view.fault.value if view.fault is not None else "internal"
+        return "fault", "fault", t("fault.title", lang), t(f"fault.{kind}", lang), msg[:80], ""
+
+    def manager_current(self) -> str:
+        return str(self.root.current) if self.root is not None else ""
+
+    def toggle_language(self) -> None:
+        self.kiosk.set_language("en" if self.lang == "zh" else "zh")
+        self.render()
+        self.refresh_panel()
+        self.refresh_entry()
+
+    def _refresh_status(self) -> None:
+        try:
+            st = self.kiosk.link_status()
+        except Exception as exc:  # a status line must never take the screens down
+            log.warning("link status: %s", exc)
+            return
+        self.link = st
+        offline = st["link"] not in ("connected", "online")
+        self.resident.banner = t("fault.offline", self.lang) if offline and st["depth"] else ""
+        if self.manager_current() == "panel":
+            self.refresh_panel()
+
+    def _preview(self, _dt: float) -> None:
+        if self.view is None or self.view.state is not State.IDLE:
+            return
+        frame = getattr(self.kiosk.hardware.camera, "last_frame", None)
+        if frame is None:
+            return
+        h, w = frame.shape[:2]
+        image = self.resident.ids.preview
+        tex = image.texture
+        if tex is None or tex.size != (w, h):
+            tex = Texture.create(size=(w, h), colorfmt="luminance")
+            tex.flip_vertical()
+        tex.blit_buffer(frame.tobytes(), colorfmt="luminance", bufferfmt="ubyte")
+        image.texture = tex
+        image.canvas.ask_update()
+
+    # -- the sampler panel ----------------------------------------------------------------
+
+    def open_panel(self) -> None:
+        if self.kiosk.lock.unlocked:
+            self.root.current = "panel"
+            self.refresh_panel()
+        else:
+            self.open_entry("pin")
+
+    def close_panel(self) -> None:
+        self.root.current = "resident"
+
+    def lock_panel(self) -> None:
+        self.kiosk.lock.lock()
+        self.root.current = "resident"
+
+    def _staff_action(self, fn: Callable[[], Any]) -> None:
+        if not self.kiosk.lock.unlocked:
+            self.root.current = "resident"
+            return
+        try:
+            fn()
+        except RuleViolation as exc:
+            self.kiosk._refused(exc)
+        except StationError as exc:
+            self.kiosk.flow.storage_fault(str(exc))
+        self.refresh_panel()
+
+    def panel_seal(self) -> None:
+        self._staff_action(self.kiosk.seal)
+
+    def panel_remove(self, resident: str) -> None:
+        self._staff_action(lambda: self.kiosk.remove(resident))
+
+    def arm_single(self) -> None:
+        self.kiosk.arm_single = not self.kiosk.arm_single
+        self.refresh_panel()
+
+    def panel_dispatch(self) -> None:
+        box = self.box or getattr(self.kiosk.last_scan, "box", None)
+        if not box:
+            self.kiosk._refused(
+                RuleViolation("scan_box", "Scan the box's barcode first.", "请先扫描转运箱条码。")
+            )
+            self.refresh_panel()
+            return
+        self._staff_action(lambda: self.kiosk.dispatch(box))
+
+    def open_void(self) -> None:
+        lang = self.lang
+        view = ModalView(size_hint=(0.8, 0.8), auto_dismiss=True)
+        box = BoxLayout(orientation="vertical", spacing=8, padding=12)
+        for key in VOID_REASONS:
+            reason = t(key, "en")
+            b = Button(text=t(key, lang))
+            b.bind(on_release=lambda _b, r=reason: self._void(view, r))
+            box.add_widget(b)
+        cancel = Button(text=t("panel.close", lang))
+        cancel.bind(on_release=lambda _b: view.dismiss())
+        box.add_widget(cancel)
+        view.add_widget(box)
+        view.open()
+        self.void_view = view
+
+    def _void(self, view: ModalView, reason: str) -> None:
+        view.dismiss()
+        self._staff_action(lambda: self.kiosk.void(reason))
+
+    def refresh_panel(self) -> None:
+        lang = self.lang
+        p = self.panel
+        k = self.kiosk
+        p.lang_text = t("lang.switch", lang)
+        p.back_text = t("panel.close", lang)
+        p.lock_text = t("panel.lock", lang)
+        p.t_seal = t("panel.seal", lang)
+        p.t_void = t("panel.void", lang)
+        p.t_single = t("panel.single", lang)
+        p.t_dispatch = t("panel.dispatch", lang)
+        p.t_manual_id = t("panel.manual_id", lang)
+        p.t_manual_temp = t("panel.manual_temp", lang)
+        p.single_armed = k.arm_single
+        p.temp_needed = k.flow.state is State.MANUAL_TEMPERATURE
+        tube = k.station.open_tube()
+        if tube is None:
+            p.tube_text = t("panel.no_tube", lang)
+        else:
+            p.tube_text = f"{t('panel.open_tube', lang)} {tube.tube}  {tube.count}/{tube.capacity}"
+        rows = p.ids.members
+        rows.clear_widgets()
+        for pos, who in enumerate(tube.members if tube else (), start=1):
+            rows.add_widget(
+                MemberRow(
+                    text=f"{pos}. {_short(who)}",
+                    resident=who,
+                    remove_text=t("panel.remove", lang),
+                )
+            )
+        c = k.station.counters()
+        p.counters_text = (
+            f"{t('panel.counters', lang)}: {t('counter.checkins', lang)} {c.checkins} · "
+            f"{t('counter.pooled', lang)} {c.by_decision.get('pool', 0)} · "
+            f"{t('counter.single', lang)} {c.by_decision.get('single', 0)} · "
+            f"{t('counter.isolated', lang)} {c.by_decision.get('isolate', 0)} · "
+            f"{t('counter.referred', lang)} {c.by_decision.get('refer', 0)} · "
+            f"{t('counter.sealed', lang)} {c.tubes_sealed} · "
+            f"{t('panel.waiting', lang, n=c.waiting_pool)}"
+        )
+        st = getattr(self, "link", None) or {"link": "unknown", "depth": 0, "alerts": {}}
+        online = st["link"] in ("connected", "online")
+        word = t("panel.online", lang) if online else t("panel.offline", lang)
+        p.link_text = (
+            f"{t('panel.link', lang)}: {word} ({st['link']}) · "
+            f"{t('panel.backlog', lang, n=st['depth'])}"
+        )
+        if st.get("alerts"):
+            p.link_text += f" · {t('panel.alerts', lang)}: {', '.join(sorted(st['alerts']))}"
+        p.link_color = (0.7, 1, 0.7, 1) if online else (1, 0.75, 0.4, 1)
+        m = k.panel_message
+        p.message_text = m.text(lang) if m else ""
+        p.message_color = (0.7, 1, 0.7, 1) if (m is None or m.ok) else (1, 0.6, 0.5, 1)
+
+    # -- the keypad (PIN, ID number, temperature) -----------------------------------------
+
+    def open_entry(self, mode: str) -> None:
+        e = self.entry
+        e.mode = mode
+        e.value = ""
+        e.error = ""
+        self.entry_color = "green"
+        keys = [*"123456789", "X" if mode == "id" else ".", "0", "⌫"]
+        if mode == "pin":
+            keys[9] = ""
+        grid = e.ids.keys
+        grid.clear_widgets()
+        for key in keys:
+            b = Button(text=key, font_size=34, height=80, disabled=not key)
+            b.bind(on_release=lambda _b, k=key: self.entry_key(k))
+            grid.add_widget(b)
+        self.refresh_entry()
+        self.root.current = "entry"
+
+    def refresh_entry(self) -> None:
+        e = self.entry
+        lang = self.lang
+        prompts = {"pin": "panel.unlock", "id": "id.title", "temp": "panel.manual_temp"}
+        e.prompt = t(prompts[e.mode], lang)
+        e.shown = (
+            "●" * len(e.value) if e.mode == "pin" else e.value + ("℃" if e.mode == "temp" else "")
+        )
+        e.ok_text = t("id.ok", lang)
+        e.cancel_text = t("panel.close", lang)
+        e.color_text = t(f"color.{self.entry_color}", lang)
+        e.color_rgba = ID_COLOR_RGBA[self.entry_color]
+
+    def entry_key(self, key: str) -> None:
+        e = self.entry
+        if key == "⌫":
+            e.value = e.value[:-1]
+        elif key and len(e.value) < 18:
+            e.value += key
+        e.error = ""
+        self.refresh_entry()
+
+    def entry_cycle_color(self) -> None:
+        self.entry_color = ID_COLORS[(ID_COLORS.index(self.entry_color) + 1) % len(ID_COLORS)]
+        self.refresh_entry()
+
+    def entry_cancel(self) -> None:
+        self.root.current = "panel" if self.kiosk.lock.unlocked else "resident"
+
+    def entry_ok(self) -> None:
+        e = self.entry
+        lang = self.lang
+        value = e.value
+        if e.mode == "pin":
+            self._check_pin(value)
+            return
+        try:
+            if e.mode == "id":
+                self._staff_action(lambda: self.kiosk.manual_id(value, self.entry_color))
+            else:
+                self._staff_action(lambda: self.kiosk.manual_temperature(float(value)))
+        except NationalIdError as exc:
+            e.error = exc.message(lang)
+            return
+        except ValueError:
+            e.error = t("entry.number", lang)
+            return
+        self.root.current = "resident"
+
+    def _check_pin(self, value: str) -> None:
+        """The PIN hash takes a moment on purpose: check it off the UI thread."""
+
+        def check() -> None:
+            ok = self.kiosk.lock.unlock(value)
+            Clock.schedule_once(lambda dt: self._pin_checked(ok), 0)
+
+        th = threading.Thread(target=check, name="pin-check", daemon=True)
+        self._checks = [x for x in self._checks if x.is_alive()] + [th]
+        th.start()
+
+    def _pin_checked(self, ok: bool) -> None:
+        if ok:
+            self.root.current = "panel"
+            self.refresh_panel()
+        else:
+            self.entry.value = ""
+            self.entry.error = t("panel.wrong_pin", self.lang)
+            self.refresh_entry()
+
+
+def _why(view: View, lang: Language) -> str:
+    """Why a resident is sent to the staff desk, in plain words."""
+    msg = view.message(lang)
+    if msg:
+        return msg
+    if f"reason.{view.reason}" in STRINGS:
+        return t(f"reason.{view.reason}", lang)
+    if view.reason in REASONS:
+        return rejection_message(Reason(view.reason), lang)
+    return ""
+
+
+def _short(resident: str) -> str:
+    return resident if len(resident) <= 16 else resident[:12] + "…"
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+class KivyUi:
+    """Calls onto Kivy's main thread from a drill or test thread."""
+
+    def __init__(self, app: KioskApp | None = None) -> None:
+        self.app = app
+        self.main = threading.get_ident()
+
+    def post(self, fn: Callable[[], None]) -> None:
+        Clock.schedule_once(lambda dt: fn(), 0)
+
+    def call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+        if threading.get_ident() == self.main:
+            return fn()
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def run(_dt: float) -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as exc:
+                box["error"] = exc
+            finally:
+                done.set()
+
+        Clock.schedule_once(run, 0)
+        if not done.wait(timeout):
+            raise StationError(f"the kiosk's screens did not answer within {timeout} s")
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def screenshot(self, path: Path) -> None:
+        """Save the window as drawn now (after the next frame) to ``path``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+        def grab() -> None:
+            # Kivy inserts a counter before the extension; move the file to the exact name.
+            made = Window.screenshot(name=str(path))
+            if made:
+                Path(made).replace(path)
+
+        self.call(lambda: None)  # let the frame with the latest change draw first
+        time.sleep(0.05)
+        self.call(grab)
+
+
+def speaker_for(config: StationConfig) -> EspeakSpeaker | None:
+    return EspeakSpeaker() if config.kiosk.speech else None
+
+
+def run_with_app(
+    config: StationConfig,
+    hardware: Hardware,
+    drive: Callable[[Kiosk, KivyUi], int],
+    *,
+    window: bool,
+) -> int:
+    """Run the screens on this (main) thread and ``drive`` on another; returns its result."""
+    ui = KivyUi()
+    kiosk = build(config, hardware=hardware, post=ui.post, speaker=speaker_for(config))
+    app = KioskApp(kiosk)
+    ui.app = app
+    result: dict[str, int] = {}
+
+    def drive_then_stop() -> None:
+        try:
+            result["code"] = drive(kiosk, ui)
+        except BaseException:
+            log.exception("the drill failed")
+            result["code"] = 1
+        finally:
+            Clock.schedule_once(lambda dt: app.stop(), 0)
+
+    driver = threading.Thread(target=drive_then_stop, name="drill", daemon=True)
+    Clock.schedule_once(lambda dt: driver.start(), 0.2)
+    try:
+        app.run()
+    finally:
+        driver.join(10)
+        kiosk.close()
+    return result.get("code", 1)
+
+
+def run_kiosk(config: StationConfig) -> int:
+    """``station kiosk``: the screens on the real (or simulated) devices until closed."""
+    ui = KivyUi()
+    kiosk = build(
+        config, hardware=build_hardware(config), post=ui.post, speaker=speaker_for(config)
+    )
+    app = KioskApp(kiosk)
+    try:
+        app.run()
+    finally:
+        kiosk.close()
+    return 0
