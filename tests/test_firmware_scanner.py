@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+import queue
+import sys
+import threading
+import time
+import types
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from hypothesis import given
@@ -134,3 +142,131 @@ def test_auto_detect_finds_a_scan_gun_or_says_how_to_set_it(tmp_path: Path) -> N
 def test_evdev_scanner_without_evdev_says_what_to_install() -> None:
     with pytest.raises(ScannerError, match=r"sampling-station\[pi\]"):
         EvdevScanner("/dev/input/event0")
+
+
+# -- the evdev reader, on a fake input device --------------------------------------------
+
+
+class FakeEvent:
+    def __init__(self, type_: int, code: int, value: int) -> None:
+        self.type, self.code, self.value = type_, code, value
+
+
+class FakeInputDevice:
+    """An evdev.InputDevice stand-in: a pipe makes it readable, events come from a list."""
+
+    opened: ClassVar[list[FakeInputDevice]] = []
+
+    def __init__(self, path: str) -> None:
+        if not path.startswith("/dev/input/"):
+            raise FileNotFoundError(2, "No such file or directory")
+        self.path = path
+        self._r, self._w = os.pipe()
+        self.fd = self._r
+        self.pending: list[FakeEvent] = []
+        self.grabbed = False
+        self.fail: OSError | None = None
+        self.lock = threading.Lock()
+        FakeInputDevice.opened.append(self)
+
+    def grab(self) -> None:
+        self.grabbed = True
+
+    def ungrab(self) -> None:
+        self.grabbed = False
+
+    def push(self, events: list[FakeEvent]) -> None:
+        with self.lock:
+            self.pending += events
+        os.write(self._w, b"x")
+
+    def read(self) -> list[FakeEvent]:
+        os.read(self._r, 1)
+        if self.fail is not None:
+            raise self.fail
+        with self.lock:
+            out, self.pending = self.pending, []
+        return out
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+EV_KEY, EV_MSC = 1, 4
+CODES = {"KEY_LEFTSHIFT": 42, "KEY_ENTER": 28, "KEY_T": 20, "KEY_B": 48, "KEY_1": 2, "KEY_2": 3}
+
+
+@pytest.fixture
+def fake_evdev(monkeypatch: pytest.MonkeyPatch):
+    module = types.ModuleType("evdev")
+    module.InputDevice = FakeInputDevice  # type: ignore[attr-defined]
+    ecodes = types.SimpleNamespace(EV_KEY=EV_KEY, KEY={v: k for k, v in CODES.items()})
+    module.ecodes = ecodes  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "evdev", module)
+    FakeInputDevice.opened.clear()
+    yield module
+    for dev in FakeInputDevice.opened:
+        dev.close()
+
+
+def key_events(text: str) -> list[FakeEvent]:
+    out: list[FakeEvent] = []
+    for key, shift in keys_for(text):
+        if shift:
+            out.append(FakeEvent(EV_KEY, CODES["KEY_LEFTSHIFT"], 1))
+        out += [FakeEvent(EV_MSC, 4, 458775), FakeEvent(EV_KEY, CODES[key], 1)]
+        out.append(FakeEvent(EV_KEY, CODES[key], 0))
+        if shift:
+            out.append(FakeEvent(EV_KEY, CODES["KEY_LEFTSHIFT"], 0))
+    return out
+
+
+def test_evdev_scanner_delivers_whole_barcodes_and_grabs_the_device(fake_evdev) -> None:
+    got: queue.Queue[str] = queue.Queue()
+    sc = EvdevScanner("/dev/input/barcode-scanner", min_length=4)
+    dev = FakeInputDevice.opened[-1]
+    assert dev.grabbed
+    sc.start(got.put)
+    try:
+        dev.push(key_events("TB1212"))
+        dev.push([FakeEvent(EV_KEY, CODES["KEY_ENTER"], 1)])
+        assert got.get(timeout=2.0) == "TB1212"
+        # A half barcode (no Enter) never arrives, and the next whole one does.
+        dev.push(key_events("TB12"))
+        time.sleep(0.7)
+        dev.push([*key_events("TB2121"), FakeEvent(EV_KEY, CODES["KEY_ENTER"], 1)])
+        assert got.get(timeout=2.0) == "TB2121"
+        assert got.empty()
+        assert sc.assembler.dropped == ["TB12"]
+    finally:
+        sc.stop(2.0)
+    assert not dev.grabbed
+
+
+def test_evdev_scanner_reports_an_unplugged_gun_and_reopens_it(fake_evdev) -> None:
+    faults: list[ScannerError] = []
+    got: queue.Queue[str] = queue.Queue()
+    sc = EvdevScanner("/dev/input/barcode-scanner", min_length=4, on_fault=faults.append)
+    first = FakeInputDevice.opened[-1]
+    sc.start(got.put)
+    try:
+        first.fail = OSError(19, "No such device")
+        first.push([])
+        deadline = time.monotonic() + 3
+        while len(FakeInputDevice.opened) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(faults) == 1
+        assert "No such device" in str(faults[0])
+        again = FakeInputDevice.opened[-1]
+        assert again is not first
+        again.push([*key_events("TB1221"), FakeEvent(EV_KEY, CODES["KEY_ENTER"], 1)])
+        assert got.get(timeout=3.0) == "TB1221"
+    finally:
+        sc.stop(2.0)
+
+
+def test_evdev_scanner_that_cannot_open_its_device_says_why(fake_evdev) -> None:
+    with pytest.raises(ScannerError, match="cannot open the scanner /nowhere"):
+        EvdevScanner("/nowhere")
