@@ -14,7 +14,9 @@ Stable interface (the kiosk and the drills code against it):
 - :class:`SimCamera` -- renders QR text with segno into frames with the distortions of a
   drill (``rotate`` degrees, ``blur`` sigma in pixels, ``scale`` against the default size,
   ``noise`` standard deviation in grey levels, and ``contrast`` 0-1), deterministically from a
-  seed, so the real decoder runs on real pixels. ``show(text, distort)``, ``clear()``,
+  seed. At scale 1 the code (with its quiet zone) spans 80% of the frame's shorter side; a
+  code rotated or scaled beyond the frame is cropped, as one held too close would be. Frames
+  come at the configured rate, so the real decoder runs on real pixels. ``show(text, distort)``, ``clear()``,
   ``stall()`` / ``resume()`` (stop delivering frames, like a camera whose cable came loose).
 - :func:`render_frame` -- the renderer itself, pure; the decode benchmark uses it.
 """
