@@ -16,8 +16,9 @@ Stable interface (the kiosk and the drills code against it):
   ``noise`` standard deviation in grey levels, and ``contrast`` 0-1), deterministically from a
   seed. At scale 1 the code (with its quiet zone) spans 80% of the frame's shorter side; a
   code rotated or scaled beyond the frame is cropped, as one held too close would be. Frames
-  come at the configured rate, so the real decoder runs on real pixels. ``show(text, distort)``, ``clear()``,
-  ``stall()`` / ``resume()`` (stop delivering frames, like a camera whose cable came loose).
+  come at the configured rate, so the real decoder runs on real pixels.
+  ``show(text, distort)``, ``clear()``, ``stall()`` / ``resume()`` (stop delivering frames,
+  like a camera whose cable came loose).
 - :func:`render_frame` -- the renderer itself, pure; the decode benchmark uses it.
 """
 
