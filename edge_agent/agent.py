@@ -489,17 +489,23 @@ class Agent:
             self.buffer.clear()
             self.maybe_more = True
         now = self.clock()
+        sent = 0
         while len(self.inflight) < self.window:
             if self.e2e and self.next_after - self.acked_through >= self.ack_window:
-                return
+                break
             if not self.buffer and not self._refill():
-                return
+                break
             row = self.buffer.popleft()
             if self.e2e and self.next_after <= self.acked_through:
                 self.progress_at = now
-            self.link.publish(("event", row.seq), self.topic_events, row.payload, 1, False)
+            self.link.publish(
+                ("event", row.seq), self.topic_events, row.payload, 1, False, wake=False
+            )
+            sent += 1
             self.inflight[row.seq] = now
             self.next_after = row.seq
+        if sent:
+            self.link.wake()
 
     def _refill(self) -> bool:
         version = int(self.db.conn.execute("PRAGMA data_version").fetchone()[0])

@@ -214,8 +214,14 @@ class Connection:
         )
         self._thread.start()
 
-    def publish(self, tag: Any, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        self._request("publish", (tag, topic, payload, qos, retain))
+    def publish(
+        self, tag: Any, topic: str, payload: bytes, qos: int, retain: bool, *, wake: bool = True
+    ) -> None:
+        """Hand a publish to the network thread; ``wake=False`` lets a caller queue several
+        and ``wake()`` once."""
+        self._requests.put(("publish", (tag, topic, payload, qos, retain)))
+        if wake:
+            self.wake()
 
     def close(self) -> None:
         """Ask for a clean DISCONNECT (the Will is not published)."""
@@ -231,13 +237,14 @@ class Connection:
     def abort(self) -> None:
         """Stop the thread without a DISCONNECT (the broker will publish the Will)."""
         self._stop.set()
-        self._wake()
+        self.wake()
 
     def _request(self, kind: str, arg: Any) -> None:
         self._requests.put((kind, arg))
-        self._wake()
+        self.wake()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Make the network thread look at its requests now."""
         if self._wake_w is not None:
             with contextlib.suppress(OSError):
                 self._wake_w.send(b"\0")
