@@ -99,17 +99,19 @@ def test_every_state_lights_its_outputs_and_snapshot_names_them(factory, lights)
 def test_wait_blinks_amber_at_one_hertz(factory, lights) -> None:
     amber = pin(factory, "main_amber")
     amber.clear_states()
-    start = time.monotonic()
     lights.show("wait")
-    time.sleep(1.15)
+    time.sleep(1.25)
     lights.show("idle")
-    # off (show clears first), on at once, off after 0.5 s, on after 0.5 s, off for idle;
-    # MockPin records the time since the previous change.
-    amber.assert_states_and_times(
-        [(0.0, False), (0.0, True), (0.5, False), (0.5, True), (0.15, False)]
-    )
-    assert len(amber.states) == 5
-    assert amber.states[1].timestamp - start < 0.1
+    # MockPin records each change with the time since the previous one: dark, on at once,
+    # off after 0.5 s, on after 0.5 s, ..., off for idle.
+    assert [s.state for s in amber.states][:3] == [False, True, False]
+    ons = [i for i, s in enumerate(amber.states) if s.state]
+    assert len(ons) >= 2
+    first_on = ons[0]
+    assert amber.states[first_on].timestamp < 0.1  # lit at once
+    assert amber.states[first_on + 1].timestamp == pytest.approx(0.5, abs=0.15)  # on 0.5 s
+    assert amber.states[first_on + 2].timestamp == pytest.approx(0.5, abs=0.15)  # off 0.5 s
+    assert not amber.states[-1].state  # dark after idle
 
 
 def test_isolate_flashes_the_beacon_and_beeps_three_times(factory, lights) -> None:
@@ -128,7 +130,7 @@ def test_isolate_flashes_the_beacon_and_beeps_three_times(factory, lights) -> No
 def test_fault_blinks_amber_fast_and_nothing_else(factory, lights) -> None:
     lights.show("fault")
     time.sleep(0.6)
-    assert sum(1 for s in pin(factory, "main_amber").states if s.state) >= 3
+    assert sum(1 for s in pin(factory, "main_amber").states if s.state) >= 2  # 4 Hz
     for name in ("main_green", "green_lane", "isolation_beacon", "main_red"):
         assert not any(s.state for s in pin(factory, name).states)
     assert lights.snapshot()["main"] == "fault"
