@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import queue
+import secrets
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,3 +184,60 @@ def test_publishing_under_another_stations_topic_is_refused_and_alerted(
     assert any(
         "ALERT" in r.getMessage() and "Not authorized" in r.getMessage() for r in caplog.records
     )
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="needs mosquitto_passwd")
+@pytest.mark.timeout(60)
+def test_username_and_password_file_over_tls(tmp_path: Path, pki: Pki) -> None:
+    passwords = tmp_path / "passwd"
+    secret = secrets.token_urlsafe(16)
+    subprocess.run(
+        ["mosquitto_passwd", "-c", "-b", str(passwords), "K03", secret],
+        check=True,
+        capture_output=True,
+    )
+    broker = Broker(
+        tmp_path / "broker",
+        tls=BrokerTls(
+            pki.ca.cert_path,
+            pki.server.cert,
+            pki.server.key,
+            require_certificate=False,
+            use_identity_as_username=False,
+        ),
+        allow_anonymous=False,
+        extra_conf=f"password_file {passwords}\n",
+    )
+    broker.start()
+    try:
+        good = tmp_path / "good.secret"
+        good.write_text(secret + "\n")
+        bad = tmp_path / "bad.secret"
+        bad.write_text("not-the-password\n")
+        _, config = station_config(
+            tmp_path / "ok",
+            broker.url,
+            ca_file=pki.ca.cert_path,
+            username="K03",
+            password_file=good,
+        )
+        db = station_db(config)
+        produce(db, config.source, 10)
+        with agent_thread(config):
+            wait_until(lambda: undelivered(db) == 0, 20, "delivered with a password")
+        _, wrong = station_config(
+            tmp_path / "bad",
+            broker.url,
+            ca_file=pki.ca.cert_path,
+            username="K03",
+            password_file=bad,
+        )
+        wdb = station_db(wrong)
+        produce(wdb, wrong.source, 3)
+        with agent_thread(wrong):
+            wait_until(lambda: "alert.connect" in outbox.read_state(wdb), 10, "refusal")
+        reason = outbox.read_state(wdb)["alert.connect"]["reason"]
+        assert "refused the connection" in reason
+        assert undelivered(wdb) == 3
+    finally:
+        broker.stop()
