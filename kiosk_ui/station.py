@@ -450,6 +450,7 @@ class Station:
         room = store.room(conn, mode) if mode is not None and sub is not None else None
         position = room.count + 1 if room is not None else None
         waits = mode is not None and sub is not None and room is None
+        pooled = outcome.decision is Decision.POOL
         data: dict[str, Any] = {
             "resident": sub,
             "color": color,
@@ -457,8 +458,10 @@ class Station:
             "decision": outcome.decision.value,
             "reason": outcome.reason,
             "lane": outcome.lane.value,
-            "tube": room.tube if room is not None else None,
-            "position": position,
+            # The contract: tube and position only for pooled residents; a single-sample
+            # binding is told by its sampling.tube.member_added.
+            "tube": room.tube if room is not None and pooled else None,
+            "position": position if pooled else None,
             "waiting": waits,
             "cat": cat,
             "readings": used,

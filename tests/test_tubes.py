@@ -407,3 +407,16 @@ def test_a_failed_write_leaves_the_tube_as_it_was(rig: Rig) -> None:
     t = s.open_tube()
     assert t is not None and t.state == "open" and t.members == ("a",)
     assert outbox_len(rig) == before
+
+
+def test_yellow_joining_an_open_single_tube_is_told_by_member_added(rig: Rig) -> None:
+    s = rig.station
+    s.scan(TUBE1, "S09", mode="single")
+    y = join(rig, "y1", "yellow")
+    assert (y.decision, y.tube, y.position, y.capacity, y.waiting) == ("single", TUBE1, 1, 1, False)
+    assert types(y.events) == ["checkin.recorded", "tube.member_added"]
+    recorded, added = (e["data"] for e in y.events)
+    assert (recorded["tube"], recorded["position"], recorded["waiting"]) == (None, None, False)
+    assert added == {"tube": TUBE1, "resident": "y1", "position": 1}
+    nxt = join(rig, "y2", "yellow")
+    assert nxt.waiting and nxt.queue_place == 1
