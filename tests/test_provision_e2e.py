@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import secrets
 import stat
 import tomllib
@@ -27,6 +28,7 @@ from tests.support.provision import (
     inventory_text,
     make_root,
     station_sshd,
+    write_fakes,
 )
 from tests.support.sshd import Keys, Sshd, generate_keys, running_sshds
 
@@ -375,3 +377,54 @@ def test_failed_health_check_rolls_back_and_releases_are_kept_three(
             assert reports["K21"]["release_after"] == (root / CURRENT).readlink().name
         code, out, reports = fleet.run(capsys, "rollback")
         assert code == 1 and "no release before 1.0.0-" in out
+
+
+def test_an_sd_card_image_is_prepared_offline(
+    tmp_path: Path,
+    wheels: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A card mounted on this machine (`address = "@local"`, a `root`): files, user, enabled
+    units and the boot block are written; nothing is started, installed or rebooted."""
+    card = tmp_path / "card"
+    make_root(card, "firmware")
+    write_fakes(tmp_path / "fakes", card)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'fakes'}:{os.environ['PATH']}")
+    (tmp_path / "known_hosts").write_text("")
+    (tmp_path / "trust.json").write_text('{"keys": []}')
+    inventory = tmp_path / "fleet.toml"
+    inventory.write_text(
+        "[fleet]\n"
+        'known_hosts = "known_hosts"\n'
+        'trust_file = "trust.json"\n'
+        f"release = {{ artifact = {json.dumps(str(wheels['1']))} }}\n"
+        "[[station]]\n"
+        'id = "K31"\n'
+        'township = "T01"\n'
+        'address = "@local"\n'
+        'root = "card"\n'
+        'config = { broker = { url = "mqtts://gw.t01.example:8883" } }\n'
+    )
+    report = tmp_path / "report.json"
+    for run in ("first", "second"):
+        code = main(["provision", "apply", str(inventory), "--report", str(report)])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        r = json.loads(report.read_text())["stations"][0]
+        if run == "first":
+            assert r["status"] == "changed"
+            assert "image mode" in r["notes"][0]
+        else:
+            assert r["status"] == "unchanged" and r["changes"] == []
+    gid = _gid(card, "sampling")
+    assert _mode(card / "etc/sampling-station/station.toml") == ("0o640", 0, gid)
+    assert "# BEGIN sampling-station" in (card / "boot/firmware/config.txt").read_text()
+    log = calls(card)
+    assert (
+        f"systemctl --root={card} enable sampling-agent.service sampling-kiosk.service "
+        "systemd-timesyncd.service systemd-time-wait-sync.service"
+    ) in log
+    assert any(c.startswith(f"useradd --root {card} ") for c in log)
+    assert not [c for c in log if c.split()[0] in ("reboot", "apt-get") or " restart " in c]
+    assert not (card / "opt/sampling-station/current").exists()
