@@ -543,9 +543,10 @@ class CodeVerifier:
 
         claims = _parse_claims(sign1.claims)
 
-        if now >= claims.exp + self.leeway_s:
+        # Written so that a clock reading of NaN fails closed (every comparison is false).
+        if not now < claims.exp + self.leeway_s:
             raise CodeRejected(Reason.EXPIRED, f"expired at {claims.exp}")
-        if now < claims.iat - self.leeway_s:
+        if not now >= claims.iat - self.leeway_s:
             raise CodeRejected(Reason.NOT_YET_VALID, f"issued at {claims.iat}, in the future")
         return claims
 

@@ -501,6 +501,13 @@ def test_fractional_now_at_the_edges(verifier: CodeVerifier, es: Issuer) -> None
     assert reason(verifier, early, NOW - 60.001) == Reason.NOT_YET_VALID
 
 
+def test_a_clock_that_reads_nonsense_fails_closed(verifier: CodeVerifier, es: Issuer) -> None:
+    text = es.issue("R-1", now=NOW)
+    assert reason(verifier, text, float("nan")) == Reason.EXPIRED
+    assert reason(verifier, text, float("inf")) == Reason.EXPIRED
+    assert reason(verifier, text, float("-inf")) == Reason.NOT_YET_VALID
+
+
 def test_a_leeway_of_zero(es: Issuer) -> None:
     verifier = CodeVerifier(TrustStore.from_jwks(jwks([es])), leeway_s=0)
     text = es.issue("R-1", exp=NOW + 1, iat=NOW, now=NOW)

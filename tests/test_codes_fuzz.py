@@ -21,7 +21,7 @@ VERIFIER = CodeVerifier(TrustStore.from_jwks(jwks([ISSUER, ED_ISSUER])))
 VALID = ISSUER.issue("R-0001", now=NOW)
 B45_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 REJECTIONS = set(Reason) - {Reason.NO_CODE}
 
 
