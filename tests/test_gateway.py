@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from edge_agent import commands, gateway_cli
 from edge_agent.gateway import open_store
 from tests.support.edge import (
+    ROOT,
     agent_thread,
     all_events,
     gateway_events,
@@ -134,3 +138,59 @@ def test_docs_name_every_command_and_gateway_option() -> None:
     options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
     missing = [o for o in options if o != "--help" and f"`{o}`" not in text]
     assert missing == []
+
+
+@pytest.mark.timeout(60)
+def test_station_gateway_process_stores_and_acks(tmp_path: Path, broker: Broker) -> None:
+    gw_db = tmp_path / "gateway.db"
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kiosk_ui.cli",
+                "-v",
+                "gateway",
+                "--broker",
+                broker.url,
+                "--allow-plaintext",
+                "--db",
+                str(gw_db),
+                "--client-id",
+                "gw-proc",
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        # Until the gateway has subscribed, the broker drops events; the ack timeout resends.
+        _, config = station_config(tmp_path, broker.url, end_to_end_ack=True, ack_timeout_s=2.0)
+        db = station_db(config)
+        produce(db, config.source, 120, per_transaction=12)
+        with agent_thread(config) as agent:
+            wait_until(lambda: undelivered(db) == 0, 30, "acknowledged by `station gateway`")
+            assert agent.acked_through == 120
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(15)
+    assert rc == 0, log.read_text()
+    assert [e["seq"] for e in gateway_events(gw_db)] == list(range(1, 121))
+
+
+def test_station_gateway_refuses_a_bad_url_and_clear_text() -> None:
+    for args, why in (
+        (["--broker", "http://x", "--db", "x.db"], "must look like mqtts://host:port"),
+        (["--broker", "mqtt://127.0.0.1:1883", "--db", "x.db"], "without TLS"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "kiosk_ui.cli", "gateway", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert out.returncode != 0
+        assert why in out.stderr
