@@ -344,6 +344,9 @@ def _cbor(data: bytes, what: str) -> Any:
             read_size=1,
             max_depth=MAX_CBOR_DEPTH,
             str_errors="strict",
+            # RFC 8949 section 5.6: a map with a repeated key is not valid CBOR, and which
+            # of the values counts would depend on the decoder.
+            allow_duplicate_keys=False,
         ).decode()
     except Exception as exc:  # hostile input reaches every corner of the decoder
         detail = f"{what} is not valid CBOR ({type(exc).__name__})"

@@ -264,6 +264,16 @@ def _bad_format_texts(es: Issuer) -> dict[str, str]:
             es.sign_cose(cbor2.dumps(good_claims(es)), protected={1: -7, 4: "es-kid-1"})
         ),
         "CBOR nested too deep": qr_of_cose(b"\x81" * 40 + b"\x01"),
+        "a header map with a repeated key": qr_of_cose(
+            b"\xd2\x84"
+            + cbor2.dumps(prot)
+            + b"\xa2\x04"
+            + cbor2.dumps(es.kid)
+            + b"\x04"
+            + cbor2.dumps(b"other")
+            + cbor2.dumps(payload)
+            + cbor2.dumps(sig)
+        ),
         "invalid UTF-8 in CBOR text": qr_of_cose(
             cbor2.dumps([prot, unprot, payload, sig])[:-1] + b"\x61\xff"
         ),
@@ -300,6 +310,7 @@ BAD_FORMAT_CASES = [
     "signature text",
     "kid text",
     "CBOR nested too deep",
+    "a header map with a repeated key",
     "invalid UTF-8 in CBOR text",
 ]
 

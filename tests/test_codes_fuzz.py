@@ -21,6 +21,9 @@ VERIFIER = CodeVerifier(TrustStore.from_jwks(jwks([ISSUER, ED_ISSUER])))
 VALID = ISSUER.issue("R-0001", now=NOW)
 B45_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 
+# A hang would be a defect too: no test here may take long.
+pytestmark = pytest.mark.timeout(120)
+
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 REJECTIONS = set(Reason) - {Reason.NO_CODE}
 
