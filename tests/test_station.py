@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -283,3 +284,38 @@ def test_state_survives_reopening_the_file(tmp_path: Path) -> None:
     assert [w.resident for w in again.waiting()] == ["c"]
     assert again.check_in(resident("d"), [36.5]).queue_place == 2
     again.close()
+
+
+def test_two_threads_share_one_station(rig: Rig) -> None:
+    """The screen thread checks residents in while the scanner thread opens and seals tubes."""
+    s = rig.station
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def sampler() -> None:
+        n = 2
+        try:
+            while not stop.is_set():
+                t = s.open_tube()
+                if t is not None and t.full:
+                    s.seal("S07")
+                    n += 1
+                    s.scan(f"TB20261123{n:05d}", "S07")
+                stop.wait(0.001)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=sampler, name="test-sampler")
+    thread.start()
+    try:
+        for i in range(60):
+            s.check_in(resident(f"t{i:03d}"), [36.5])
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive() and errors == []
+    events = check_outbox(s.db.conn)
+    joined = [e for e in events if e["type"] == "sampling.tube.member_added"]
+    assert sorted(e["data"]["resident"] for e in joined) + [
+        w.resident for w in s.waiting()
+    ] == sorted(f"t{i:03d}" for i in range(60))
