@@ -383,6 +383,8 @@ def _parse_text(text: str | bytes) -> bytes:
         raw = bytes(text).rstrip(b"\r\n")
         if not raw.startswith(PREFIX.encode()):
             raise CodeRejected(Reason.NOT_A_CODE, "no HC1: prefix")
+        if len(raw) - len(PREFIX) > MAX_TEXT_CHARS:
+            raise CodeRejected(Reason.BAD_FORMAT, f"longer than {MAX_TEXT_CHARS} characters")
         try:
             body = raw[len(PREFIX) :].decode("ascii")
         except UnicodeDecodeError:
@@ -391,11 +393,11 @@ def _parse_text(text: str | bytes) -> bytes:
         stripped = text.rstrip("\r\n")
         if not stripped.startswith(PREFIX):
             raise CodeRejected(Reason.NOT_A_CODE, "no HC1: prefix")
+        if len(stripped) - len(PREFIX) > MAX_TEXT_CHARS:
+            raise CodeRejected(Reason.BAD_FORMAT, f"longer than {MAX_TEXT_CHARS} characters")
         body = stripped[len(PREFIX) :]
     else:
         raise CodeRejected(Reason.NOT_A_CODE, f"input is {type(text).__name__}, not text")
-    if len(body) > MAX_TEXT_CHARS:
-        raise CodeRejected(Reason.BAD_FORMAT, f"longer than {MAX_TEXT_CHARS} characters")
     try:
         compressed: bytes = base45.b45decode(body)
     except ValueError:
