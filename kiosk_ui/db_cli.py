@@ -5,7 +5,7 @@
 
 ``purge`` deletes delivered events older than ``storage.retention_days`` and blanks the
 residents' ids and masked names of older check-ins and closed tubes, keeping every count.
-Undelivered events are never purged. A systemd timer runs it daily on a station.
+Undelivered events are never purged. It is meant to run daily on a station.
 """
 
 from __future__ import annotations
