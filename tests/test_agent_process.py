@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -18,6 +19,8 @@ from tests.support.edge import (
     ROOT,
     agent_process,
     all_events,
+    gateway_events,
+    gateway_thread,
     produce,
     station_config,
     station_db,
@@ -37,17 +40,20 @@ def _delivered(db) -> int:  # type: ignore[no-untyped-def]
 
 @pytest.mark.slow
 @pytest.mark.timeout(150)
+@pytest.mark.parametrize("e2e", [False, True], ids=["puback", "end-to-end-ack"])
 def test_sigkill_at_random_moments_during_a_10000_event_drain_loses_nothing(
-    tmp_path: Path, broker: Broker
+    tmp_path: Path, broker: Broker, e2e: bool
 ) -> None:
-    config_path, config = station_config(tmp_path, broker.url)
+    config_path, config = station_config(tmp_path, broker.url, end_to_end_ack=e2e)
     db = station_db(config)
+    gw_db = tmp_path / "gateway.db"
+    gateway = gateway_thread(broker.port, gw_db) if e2e else contextlib.nullcontext()
     produce(db, config.source, 10_000, per_transaction=500)
     rng = random.Random(20261123)
     log = tmp_path / "agent.log"
     kills = 0
     progress: list[int] = []
-    with Recorder(broker.port) as rec:
+    with Recorder(broker.port) as rec, gateway:
         for _ in range(6):
             before = _delivered(db)
             proc = agent_process(config_path, log)
@@ -84,6 +90,10 @@ def test_sigkill_at_random_moments_during_a_10000_event_drain_loses_nothing(
     )
     assert result.distinct == 10_000
     assert result.received >= 10_000  # repeats after a kill are allowed, losses are not
+    if e2e:
+        stored = gateway_events(gw_db)
+        assert [e["seq"] for e in stored] == list(range(1, 10_001))
+        assert audit(all_events(db), stored).ok
 
 
 @pytest.mark.timeout(60)

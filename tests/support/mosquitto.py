@@ -82,6 +82,8 @@ class Broker:
         lines += [
             f"persistence {str(self.persistence).lower()}",
             f"persistence_location {self.workdir}/",
+            # Never drop a QoS 1 message because a test's consumer is slow to read it.
+            "max_queued_messages 0",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
