@@ -157,6 +157,43 @@ class Deploy:
             )
         return bool(steps)
 
+    def group(self, name: str, parts: list[tuple[str, Callable[[], list[plan.Step]]]]) -> set[str]:
+        """Several operations run as one (fewer round trips), each reported on its own.
+
+        Each part's commands keep their order; across parts, the commands before an upload
+        run first, then the uploads, then the commands after them, so adjacent commands
+        become one round trip. Returns the names of the parts that changed something.
+        """
+        planned: dict[str, list[plan.Step]] = {}
+
+        def combined() -> list[plan.Step]:
+            planned.clear()
+            phased: list[tuple[int, plan.Step]] = []
+            for sub, planner in parts:
+                steps = planner()
+                if steps:
+                    planned[sub] = steps
+                seen_upload = not any(isinstance(s, plan.Upload) for s in steps)
+                for s in steps:
+                    if isinstance(s, plan.Upload):
+                        seen_upload = True
+                        phased.append((1, s))
+                    else:
+                        phased.append((2 if seen_upload else 0, s))
+            return [s for _, s in sorted(phased, key=lambda p: p[0])]
+
+        t0 = time.monotonic()
+        steps = self.ex.apply(name, combined)
+        took = round(time.monotonic() - t0, 3)
+        self.report.operations.append(
+            {"name": name, "changed": bool(steps), "duration_s": took, "parts": list(planned)}
+        )
+        for sub, sub_steps in planned.items():
+            self.report.changes.append(
+                {"operation": sub, "commands": [s.describe() for s in sub_steps]}
+            )
+        return set(planned)
+
     def paths(self, *paths: str) -> dict[str, plan.PathState]:
         return plan.parse_paths(self.ex.fact(plan.paths_fact_command(paths)))
 
@@ -232,7 +269,7 @@ class Deploy:
 
         self.step("directories", dirs)
         created_dirs = set() if self.ex.dry else {plan.rooted(prefix, d.path) for d in desired.dirs}
-        changed_files: set[str] = set()
+        parts: list[tuple[str, Callable[[], list[plan.Step]]]] = []
         for spec in desired.files:
             dest = plan.rooted(prefix, spec.path)
 
@@ -241,10 +278,13 @@ class Deploy:
                 parent_exists = parent in facts.paths or parent in created_dirs
                 return plan.plan_file(spec, facts.paths.get(dest), accounts, prefix, parent_exists)
 
-            if self.step(f"file {spec.path}", file_plan):
-                changed_files.add(str(spec.path))
-                if self.show_diff:
-                    self._diff(spec, dest)
+            parts.append((f"file {spec.path}", file_plan))
+        changed = self.group("files", parts)
+        changed_files = {str(f.path) for f in desired.files if f"file {f.path}" in changed}
+        if self.show_diff:
+            for spec in desired.files:
+                if str(spec.path) in changed_files:
+                    self._diff(spec, plan.rooted(prefix, spec.path))
         boot_changed = self._boot(facts.boot, desired.boot_fragment)
 
         switched = False
@@ -320,23 +360,39 @@ class Deploy:
         if self.image:
             self.step("enable units", lambda: plan.plan_enable(enable, facts.enabled, prefix))
             return
-        if str(WATCHDOG_DROPIN) in changed_files:
-            self.step("systemd reexec", lambda: [plan.Shell("systemctl daemon-reexec")])
-        elif changed_files & unit_files:
-            self.step("systemd reload", lambda: [plan.Shell("systemctl daemon-reload")])
-        self.step("enable units", lambda: plan.plan_enable(enable, facts.enabled))
-        if str(TIMESYNC_DROPIN) in changed_files:
-            restart_timesync = "systemctl restart systemd-timesyncd.service"
-            self.step("restart time sync", lambda: [plan.Shell(restart_timesync)])
-        if any(f.startswith(str(UDEV_DIR)) for f in changed_files):
-            reload_udev = "udevadm control --reload-rules && udevadm trigger"
-            self.step("reload udev rules", lambda: [plan.Shell(reload_udev)])
+
+        def reexec() -> list[plan.Step]:
+            if str(WATCHDOG_DROPIN) in changed_files:  # system.conf is read on re-execution
+                return [plan.Shell("systemctl daemon-reexec")]
+            if changed_files & unit_files:
+                return [plan.Shell("systemctl daemon-reload")]
+            return []
+
+        def timesync() -> list[plan.Step]:
+            if str(TIMESYNC_DROPIN) not in changed_files:
+                return []
+            return [plan.Shell("systemctl restart systemd-timesyncd.service")]
+
+        def udev() -> list[plan.Step]:
+            if not any(f.startswith(str(UDEV_DIR)) for f in changed_files):
+                return []
+            return [plan.Shell("udevadm control --reload-rules && udevadm trigger")]
+
         # The services read the station files and run the release: restart after a change.
         restart = switched or any(
             not f.startswith(("/etc/systemd/", "/etc/modules")) or f in unit_files
             for f in changed_files
         )
-        self.step("services", lambda: plan.plan_services(SERVICES, facts.active, restart))
+        self.group(
+            "systemd",
+            [
+                ("systemd reload", reexec),
+                ("enable units", lambda: plan.plan_enable(enable, facts.enabled)),
+                ("restart time sync", timesync),
+                ("reload udev rules", udev),
+                ("services", lambda: plan.plan_services(SERVICES, facts.active, restart)),
+            ],
+        )
 
     def _reboot(self) -> None:
         marker = plan.rooted(self.prefix, REBOOT_MARKER)
@@ -357,9 +413,13 @@ class Deploy:
             time.sleep(self.st.health_settle_s)
         station_bin = plan.rooted(self.prefix, CURRENT_LINK / "venv" / "bin" / "station")
         config = plan.rooted(self.prefix, CONFIG_PATH)
+        # As the service user, so the self-test never leaves root-owned files (the database,
+        # its WAL) behind. A station under a `root` prefix has its accounts only in that
+        # tree, unknown to the running system, so there it runs as the SSH user.
+        as_user = "" if self.prefix else f"runuser -u {shlex.quote(self.st.service_user)} -- "
         code, out, err = self.ex.query(
             plan.units_fact_command(SERVICES, "is-active") + "; echo '@@selftest@@'; "
-            f"timeout {int(self.st.selftest_timeout_s)} {shlex.quote(station_bin)} "
+            f"{as_user}timeout {int(self.st.selftest_timeout_s)} {shlex.quote(station_bin)} "
             f"selftest --json --config {shlex.quote(config)}"
         )
         units, _, out = out.partition("@@selftest@@")

@@ -378,17 +378,18 @@ def test_a_fresh_station_gets_every_operation(inventory: Inventory) -> None:
     ex = FactsExecutor({"accounts": ["root:x:0:0::/root:/bin/sh", "--groups--", "root:x:0:"]})
     report = HostReport("K01", "10.0.0.1:22", "apply", dry=True)
     Deploy(ex, inventory, inventory.stations[0], report, now=lambda: "T").apply()
-    names = [name for name, _ in ex.ran]
+    names = [c["operation"] for c in report.changes]
     release = inventory.fleet.release.release_name()
     files = [f"file {f.path}" for f in desired_state(inventory, inventory.stations[0]).files]
     assert "file /etc/sampling-station/station.toml" in files
     assert "file /etc/systemd/system/sampling-kiosk.service" in files
     assert names == [
         "packages", "service user", "directories", *files, f"release {release}",
-        "switch current", "systemd reexec", "enable units", "restart time sync",
+        "switch current", "systemd reload", "enable units", "restart time sync",
         *(["reload udev rules"] if any("/udev/" in f for f in files) else []), "services",
     ]  # fmt: skip
-    commands = {name: _commands(steps) for name, steps in ex.ran}
+    commands = {c["operation"]: c["commands"] for c in report.changes}
+    assert commands["systemd reload"] == ["systemctl daemon-reexec"]  # the watchdog drop-in
     assert commands["services"] == [
         "systemctl restart sampling-agent.service sampling-kiosk.service"
     ]
@@ -396,6 +397,13 @@ def test_a_fresh_station_gets_every_operation(inventory: Inventory) -> None:
         "systemctl enable sampling-agent.service sampling-kiosk.service "
         "systemd-timesyncd.service systemd-time-wait-sync.service"
     ]
+    # The files are one operation: directories made, then every upload, then all moved in.
+    files_op = next(steps for name, steps in ex.ran if name == "files")
+    kinds = [type(s).__name__ for s in files_op]
+    uploads = [i for i, k in enumerate(kinds) if k == "Upload"]
+    assert len(uploads) == len(files)
+    assert uploads == list(range(uploads[0], uploads[0] + len(files)))
+    assert [type(s).__name__ for s in files_op[uploads[-1] + 1 :]] == ["Shell"] * len(files)
     assert report.notes == [
         "no /boot/firmware/config.txt or /boot/config.txt: boot configuration skipped"
     ]
