@@ -272,6 +272,9 @@ class KioskApp(App):
         r.icon = icon
         r.preview = view.state is State.IDLE
         r.title, r.line1, r.line2, r.line3 = title, l1, l2, l3
+        st = getattr(self, "link", None)
+        offline = st is not None and st["link"] not in ("connected", "online") and st["depth"]
+        r.banner = t("fault.offline", lang) if offline else ""
         if self.manager_current() == "panel":
             self.refresh_panel()
 
@@ -362,8 +365,7 @@ class KioskApp(App):
             log.warning("link status: %s", exc)
             return
         self.link = st
-        offline = st["link"] not in ("connected", "online")
-        self.resident.banner = t("fault.offline", self.lang) if offline and st["depth"] else ""
+        self.render()
         if self.manager_current() == "panel":
             self.refresh_panel()
 
@@ -513,10 +515,10 @@ class KioskApp(App):
         e.value = ""
         e.error = ""
         self.entry_color = "green"
-        keys = [*"123456789", "X" if mode == "id" else ".", "0", "⌫"]
+        keys = [*"123456789", "X" if mode == "id" else ".", "0", "←"]
         if mode == "pin":
             keys[9] = ""
-        grid = e.ids.keys
+        grid = e.ids.keypad
         grid.clear_widgets()
         for key in keys:
             b = Button(text=key, font_size=34, height=80, disabled=not key)
@@ -540,7 +542,7 @@ class KioskApp(App):
 
     def entry_key(self, key: str) -> None:
         e = self.entry
-        if key == "⌫":
+        if key == "←":
             e.value = e.value[:-1]
         elif key and len(e.value) < 18:
             e.value += key

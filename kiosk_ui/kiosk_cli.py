@@ -55,6 +55,7 @@ def prepare_kivy(
     env["KCFG_GRAPHICS_FULLSCREEN"] = "auto" if fullscreen else "0"
     env["KCFG_GRAPHICS_RESIZABLE"] = "0" if fullscreen else "1"
     env["KCFG_KIVY_EXIT_ON_ESCAPE"] = "0"
+    env.setdefault("KCFG_KIVY_LOG_LEVEL", "warning")
     env["KCFG_INPUT_MOUSE"] = "mouse,disable_multitouch"
 
 

@@ -1,0 +1,518 @@
+"""The kiosk's screens in a real Kivy window (offscreen SDL), driven by touches.
+
+Kivy configures itself once per process from the environment, so the screens run in a
+child process (``python -m tests.test_kiosk_ui OUT CONFIG``) that drives a whole session:
+residents through every screen, the language switched by touching its button, the sampler
+panel unlocked by typing the PIN on the keypad, a tube sealed and a hand-taken temperature
+entered by touch. It saves a picture of every screen in both languages and a JSON record
+of what each screen showed; the tests here read them. ``python -m tests.test_kiosk_ui
+docs/screenshots`` refreshes the pictures in the documentation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, ImageChops, ImageFont
+
+from kiosk_ui import fonts
+from kiosk_ui.flow import hash_secret
+from kiosk_ui.i18n import STRINGS, all_text, missing, t
+from kiosk_ui.issuer import Issuer, jwks
+from tests.support.config import write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PIN = "2468"
+SCREENS = [
+    "idle",
+    "measuring_again",
+    "result",
+    "result_green_lane",
+    "wait",
+    "isolation",
+    "staff",
+    "manual_temperature",
+    "unlock",
+    "panel",
+    "id_entry",
+    "fault_camera",
+]
+TOFU = "\U0010fffd"  # a private-use code point no font has: drawn as the missing-glyph box
+
+
+# -- the child process ------------------------------------------------------------------------
+
+
+def _write_station(directory: Path) -> tuple[Path, dict[str, str]]:
+    issuer = Issuer.generate("EdDSA")
+    codes = {
+        "green": issuer.issue("R1", "green", name="张三"),
+        "green2": issuer.issue("R2", "green", name="李四"),
+        "elder": issuer.issue("R3", "green", name="王老五", cat=["elderly"]),
+        "wait": issuer.issue("R4", "green", name="赵六"),
+        "red": issuer.issue("R5", "red", name="钱七"),
+        "hand": issuer.issue("R6", "green", name="孙八"),
+    }
+    (directory / "staff.pins").write_text(hash_secret(PIN, 1000) + "\n")
+    (directory / "id.key").write_text("kiosk-test-id-key-0123456789")
+    config = write_config(
+        directory,
+        {
+            "sampling": {"pool_size": 3},
+            "broker": {"url": "mqtt://127.0.0.1:9", "allow_plaintext": True},
+            "kiosk": {
+                "staff_pin_file": "staff.pins",
+                "id_hash_key_file": "id.key",
+                "result_timeout_s": 60.0,
+            },
+        },
+        jwks=jwks([issuer]),
+    )
+    return config, codes
+
+
+def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
+    from kiosk_ui.kiosk_cli import prepare_kivy  # noqa: PLC0415
+
+    prepare_kivy(window=False)
+    from kivy.clock import Clock  # noqa: PLC0415
+    from kivy.core.text import Label as CoreLabel  # noqa: PLC0415
+    from kivy.tests.common import UnitTestTouch  # noqa: PLC0415
+    from kivy.uix.button import Button  # noqa: PLC0415
+
+    from firmware.config import load_config  # noqa: PLC0415
+    from firmware.hardware import build_hardware  # noqa: PLC0415
+    from firmware.thermometer import DEFAULT_ADDRESS  # noqa: PLC0415
+    from kiosk_ui.app import KioskApp, KivyUi  # noqa: PLC0415
+    from kiosk_ui.flow import State  # noqa: PLC0415
+    from kiosk_ui.runtime import build  # noqa: PLC0415
+
+    config = load_config(config_path)
+    hw = build_hardware(config)
+    sim = hw.sim
+    assert sim is not None
+    ui = KivyUi()
+    kiosk = build(config, hardware=hw, post=ui.post)
+    app = KioskApp(kiosk)
+    record: dict[str, Any] = {"screens": {}, "errors": []}
+    states: list[State] = []
+    cond = threading.Condition()
+
+    def on_view(view: Any) -> None:
+        with cond:
+            states.append(view.state)
+            cond.notify_all()
+
+    kiosk.views.append(on_view)
+
+    def mark() -> int:
+        with cond:
+            return len(states)
+
+    def wait_state(since: int, *want: State, timeout: float = 15.0) -> None:
+        """Wait until one of ``want`` was published after the mark ``since``."""
+        deadline = time.monotonic() + timeout
+        with cond:
+            while not any(s in want for s in states[since:]):
+                if not cond.wait(max(0.0, deadline - time.monotonic())):
+                    v = kiosk.flow.view
+                    raise TimeoutError(
+                        f"no {want} within {timeout} s (seen {states[-5:]}; "
+                        f"reason {v.reason}, {v.message('en')})"
+                    )
+
+    def frames(n: int = 3) -> None:
+        for _ in range(n):
+            ui.call(lambda: None)
+            time.sleep(1 / 60)
+
+    def touch(find: Callable[[], Any]) -> None:
+        def press() -> None:
+            w = find()
+            x, y = w.to_window(*w.center)
+            t_ = UnitTestTouch(x, y)
+            t_.touch_down()
+            t_.touch_up()
+
+        ui.call(press)
+        frames()
+
+    def texts() -> dict[str, Any]:
+        def read() -> dict[str, Any]:
+            r = app.resident
+            return {
+                "screen": app.root.current,
+                "state": kiosk.flow.state.value,
+                "title": r.title,
+                "line1": r.line1,
+                "line2": r.line2,
+                "line3": r.line3,
+                "lights": kiosk.hardware.lights.snapshot(),
+                "panel_tube": app.panel.tube_text,
+                "panel_message": app.panel.message_text,
+                "entry_prompt": app.entry.prompt,
+                "entry_shown": app.entry.shown,
+                "entry_error": app.entry.error,
+            }
+
+        return dict(ui.call(read))
+
+    def lang_button() -> Any:
+        current = app.root.current
+        if current == "panel":
+            return app.panel.ids.language
+        return app.resident.ids.lang
+
+    def capture(name: str) -> None:
+        frames()
+        for lang in ("zh", "en"):
+            if ui.call(lambda: app.lang) != lang:
+                if ui.call(lambda: app.root.current) == "entry":
+                    ui.call(app.toggle_language)
+                else:
+                    touch(lang_button)
+            frames(2)
+            ui.screenshot(out / f"{name}-{lang}.png")
+            record["screens"][f"{name}-{lang}"] = texts()
+        touch(lang_button) if ui.call(lambda: app.root.current) != "entry" else ui.call(
+            app.toggle_language
+        )
+
+    def show(code: str, *temps: float) -> None:
+        sim.camera.clear()  # the last resident steps away first
+        time.sleep(0.2)
+        sim.thermometer.clear_queue()
+        if temps:
+            sim.thermometer.queue(temps)
+        kiosk.decoder.forget()
+        sim.camera.show(code)
+
+    def session() -> None:
+        wait_state(0, State.IDLE, timeout=5)
+        frames(5)
+        capture("idle")
+        sim.scanner.feed("TB2026112300001")
+        frames()
+        # A first reading above the threshold: the kiosk asks for a second one.
+        m = mark()
+        show(codes["green"], 37.9)
+        wait_state(m, State.REMEASURE)
+        capture("measuring_again")
+        m = mark()
+        sim.thermometer.present(36.6)
+        wait_state(m, State.RESULT)
+        sim.thermometer.leave()
+        sim.camera.clear()
+        capture("result")
+        m = mark()
+        show(codes["elder"], 36.5)
+        wait_state(m, State.RESULT)
+        sim.camera.clear()
+        capture("result_green_lane")
+        m = mark()
+        show(codes["green2"], 36.4)
+        wait_state(m, State.RESULT)
+        m = mark()
+        show(codes["wait"], 36.4)
+        wait_state(m, State.WAIT)
+        sim.camera.clear()
+        capture("wait")
+        m = mark()
+        show(codes["red"])
+        wait_state(m, State.ISOLATION)
+        sim.camera.clear()
+        capture("isolation")
+        m = mark()
+        show("TB2026112300077")
+        wait_state(m, State.STAFF)
+        sim.camera.clear()
+        capture("staff")
+        # The thermometer stops answering: staff take the temperature by hand.
+        sim.thermometer.bus.devices.pop(DEFAULT_ADDRESS, None)
+        m = mark()
+        show(codes["hand"])
+        wait_state(m, State.MANUAL_TEMPERATURE)
+        sim.camera.clear()
+        capture("manual_temperature")
+        # The sampler panel: a wrong PIN, then the right one, typed on the keypad.
+        touch(lambda: app.resident.ids.staff)
+        for digit in "1111":
+            touch(lambda d=digit: _key(app, d))
+        touch(lambda: app.entry.ids.ok)
+        time.sleep(0.5)
+        frames()
+        record["wrong_pin"] = texts()
+        for digit in PIN:
+            touch(lambda d=digit: _key(app, d))
+        record["pin_shown"] = texts()["entry_shown"]
+        capture("unlock")
+        touch(lambda: app.entry.ids.ok)
+        deadline = time.monotonic() + 10
+        while ui.call(lambda: app.root.current) != "panel" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        frames()
+        record["touch_targets"] = ui.call(
+            lambda: sorted(
+                {
+                    round(w.height)
+                    for w in app.panel.walk()
+                    if isinstance(w, Button) and w.opacity > 0 and w.height > 0
+                }
+            )
+        )
+        capture("panel")
+        # The hand-taken temperature, typed on the keypad.
+        touch(lambda: app.panel.ids.manual_temp)
+        for key in "36.5":
+            touch(lambda k=key: _key(app, k))
+        m = mark()
+        touch(lambda: app.entry.ids.ok)
+        wait_state(m, State.WAIT, State.RESULT)
+        record["after_hand_reading"] = texts()
+        sim.thermometer.bus.attach(DEFAULT_ADDRESS, sim.thermometer.device)
+        ui.call(kiosk.flow.thermometer_ok)
+        # Seal the full tube by touch: the waiting residents join the next tube.
+        ui.call(app.open_panel)
+        frames()
+        touch(lambda: app.panel.ids.seal)
+        record["after_seal"] = texts()
+        # A resident without a code: the ID number typed on the keypad.
+        touch(lambda: app.panel.ids.manual_id)
+        for key in "11010519491231002X":
+            touch(lambda k=key: _key(app, k))
+        capture("id_entry")
+        m = mark()
+        touch(lambda: app.entry.ids.ok)
+        sim.thermometer.present(36.6)
+        wait_state(m, State.WAIT, State.RESULT)
+        sim.thermometer.leave()
+        record["after_id"] = texts()
+        # The camera stops delivering frames.
+        m = mark()
+        sim.camera.stall()
+        wait_state(m, State.FAULT)
+        capture("fault_camera")
+        m = mark()
+        sim.camera.resume()
+        wait_state(m, State.IDLE)
+        record["after_camera"] = texts()
+        record["glyphs"] = ui.call(lambda: _glyph_pixels(CoreLabel))
+
+    def run_session() -> None:
+        try:
+            session()
+        except BaseException as exc:
+            record["errors"].append(f"{type(exc).__name__}: {exc}")
+        finally:
+            (out / "record.json").write_text(json.dumps(record, ensure_ascii=False, indent=1))
+            Clock.schedule_once(lambda dt: app.stop(), 0)
+
+    driver = threading.Thread(target=run_session, name="ui-test", daemon=True)
+    Clock.schedule_once(lambda dt: driver.start(), 0.3)
+    try:
+        app.run()
+    finally:
+        driver.join(10)
+        kiosk.close()
+
+
+def _key(app: Any, key: str) -> Any:
+    for w in app.entry.ids.keypad.children:
+        if w.text == key:
+            return w
+    raise LookupError(f"no key {key!r} on the keypad")
+
+
+def _glyph_pixels(core_label: Any) -> dict[str, Any]:
+    """Each sample character drawn by Kivy with the screen font, against the missing-glyph box."""
+
+    def pixels(text: str) -> tuple[int, int, str]:
+        lbl = core_label(text=text, font_name="Station", font_size=48)
+        lbl.refresh()
+        tex = lbl.texture
+        return tex.width, tex.height, tex.pixels.hex()
+
+    return {ch: pixels(ch) for ch in "体温请到隔离区采样管℃0123456789" + TOFU}
+
+
+def child_main(argv: list[str]) -> int:
+    """``python -m tests.test_kiosk_ui OUT [--docs]``; ``--docs`` keeps small pictures only."""
+    out = Path(argv[0])
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        config, codes = _write_station(Path(tmp))
+        _drive(out, config, codes)
+    record = json.loads((out / "record.json").read_text())
+    if record["errors"]:
+        print("\n".join(record["errors"]), file=sys.stderr)
+        return 1
+    if "--docs" in argv:
+        (out / "record.json").unlink()
+        for png in out.glob("*.png"):
+            small = Image.open(png).convert("RGB").quantize(colors=48, dither=Image.Dither.NONE)
+            small.save(png, optimize=True)
+    return 0
+
+
+# -- the tests --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("screens")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["KIVY_HOME"] = str(out / "kivy-home")
+    env["XDG_CACHE_HOME"] = str(tmp_path_factory.getbasetemp() / "cache")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.test_kiosk_ui", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    record_path = out / "record.json"
+    assert record_path.exists(), proc.stderr[-3000:]
+    record = json.loads(record_path.read_text())
+    assert proc.returncode == 0, (record["errors"], proc.stderr[-3000:])
+    return out, record
+
+
+@pytest.mark.kivy
+@pytest.mark.timeout(200)
+def test_every_screen_is_captured_in_both_languages(session: tuple[Path, dict[str, Any]]) -> None:
+    out, record = session
+    for name in SCREENS:
+        zh = Image.open(out / f"{name}-zh.png").convert("RGB")
+        en = Image.open(out / f"{name}-en.png").convert("RGB")
+        assert zh.size == en.size == (800, 480), name
+        # the language button changes what is drawn, not just a property
+        assert ImageChops.difference(zh, en).getbbox() is not None, name
+    states = {k: v["state"] for k, v in record["screens"].items()}
+    assert states["result-zh"] == "result"
+    assert states["wait-en"] == "wait"
+    assert states["isolation-zh"] == "isolation"
+    assert states["fault_camera-en"] == "fault"
+
+
+@pytest.mark.kivy
+def test_result_screen_says_lane_place_and_masked_name(
+    session: tuple[Path, dict[str, Any]],
+) -> None:
+    _, record = session
+    zh, en = record["screens"]["result-zh"], record["screens"]["result-en"]
+    assert zh["title"] == t("result.go", "zh")
+    assert zh["line1"] == t("lane.main", "zh")
+    assert zh["line2"] == "管内第 1/3 位"
+    assert en["line2"] == "Tube place 1/3"
+    assert zh["line3"].startswith("张*") and "36.6℃" in zh["line3"]
+    assert "张三" not in json.dumps(record, ensure_ascii=False)
+    assert zh["lights"] == {"main": "go", "green": "idle", "isolation": "idle"}
+    green = record["screens"]["result_green_lane-en"]
+    assert green["line1"] == t("lane.green", "en") and green["lights"]["green"] == "go"
+
+
+@pytest.mark.kivy
+def test_wait_isolation_staff_and_fault_say_what_happens_next(
+    session: tuple[Path, dict[str, Any]],
+) -> None:
+    _, record = session
+    s = record["screens"]
+    assert s["wait-zh"]["line1"] == t("wait.full", "zh")
+    assert s["wait-zh"]["lights"]["main"] == "wait"
+    assert s["isolation-en"]["line2"] == t("isolation.next", "en")
+    assert s["isolation-en"]["lights"]["isolation"] == "isolate"
+    assert "tube" in s["staff-en"]["line1"].lower()  # the tube-on-camera message
+    assert s["manual_temperature-zh"]["line1"] == t("fault.thermometer", "zh")
+    assert s["fault_camera-zh"]["line1"] == t("fault.camera", "zh")
+    assert s["measuring_again-en"]["title"] == t("measure.again", "en")
+    assert record["after_camera"]["state"] == "idle"
+
+
+@pytest.mark.kivy
+def test_staff_panel_by_touch(session: tuple[Path, dict[str, Any]]) -> None:
+    _, record = session
+    assert record["wrong_pin"]["entry_error"] == t("panel.wrong_pin", "zh")
+    assert record["pin_shown"] == "●●●●"
+    assert record["screens"]["panel-zh"]["screen"] == "panel"
+    assert "3/3" in record["screens"]["panel-en"]["panel_tube"]
+    # the hand-taken temperature checked the resident in (the tube was full: waiting)
+    assert record["after_hand_reading"]["state"] == "wait"
+    assert "已封管" in record["after_seal"]["panel_message"]
+    assert record["after_id"]["state"] in ("result", "wait")
+    assert record["screens"]["id_entry-en"]["entry_shown"] == "11010519491231002X"
+
+
+@pytest.mark.kivy
+def test_touch_targets_are_big_enough_for_gloved_fingers(
+    session: tuple[Path, dict[str, Any]],
+) -> None:
+    _, record = session
+    # 800x480 on the 7" display's 154 mm: 80 px = 15.4 mm
+    assert record["touch_targets"], "no buttons found on the panel"
+    assert min(record["touch_targets"]) >= 80
+
+
+@pytest.mark.kivy
+def test_chinese_is_drawn_with_real_glyphs_not_missing_glyph_boxes(
+    session: tuple[Path, dict[str, Any]],
+) -> None:
+    _, record = session
+    glyphs = record["glyphs"]
+    tofu = glyphs.pop(TOFU)
+    drawn = [tuple(v) for v in glyphs.values()]
+    for ch, pix in glyphs.items():
+        assert tuple(pix) != tuple(tofu), f"{ch!r} is drawn as the missing-glyph box"
+        assert any(int(pix[2][i : i + 2], 16) for i in range(6, len(pix[2]), 8)), ch
+    assert len(set(drawn)) == len(drawn), "two characters look the same"
+
+
+def test_every_string_is_translated_and_the_font_has_every_glyph() -> None:
+    assert missing() == []
+    files = fonts.find_fonts()
+    font = ImageFont.truetype(str(files.regular), 32)
+    tofu = font.getmask(TOFU)
+    tofu_bytes = bytes(tofu)
+    for ch in sorted(set(all_text() + "℃0123456789●←")):
+        if ch.isspace():
+            continue
+        mask = font.getmask(ch)
+        assert bytes(mask) != tofu_bytes or mask.size != tofu.size, f"no glyph for {ch!r}"
+
+
+def test_the_font_is_the_simplified_chinese_face(tmp_path: Path) -> None:
+    files = fonts.find_fonts(cache_dir=tmp_path)
+    assert fonts.face_names(files.regular) == ["Noto Sans CJK SC"]
+    # The collection's first face is the Japanese one: that is what Kivy would open.
+    collection = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
+    if collection.exists():
+        assert fonts.face_names(collection)[0] != "Noto Sans CJK SC"
+        assert fonts.face_names(collection)[fonts.sc_face_index(collection)] == ("Noto Sans CJK SC")
+    # SC and JP draw some shared code points differently; the extracted face is SC's.
+    sc = ImageFont.truetype(str(files.regular), 64)
+    jp = ImageFont.truetype(str(collection), 64, index=0)
+    assert bytes(sc.getmask("直")) != bytes(jp.getmask("直"))
+
+
+def test_no_font_gives_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(fonts.FontError, match="fonts-noto-cjk"):
+        fonts.find_fonts(dirs=(tmp_path,), cache_dir=tmp_path)
+
+
+def test_strings_table_is_not_empty() -> None:
+    assert len(STRINGS) > 50
+
+
+if __name__ == "__main__":
+    raise SystemExit(child_main(sys.argv[1:]))
