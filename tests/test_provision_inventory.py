@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tomllib
 from pathlib import Path
@@ -11,8 +12,16 @@ from typing import Any
 import pytest
 
 from kiosk_ui.cli import main
+from provisioning.deploy import HostReport
 from provisioning.errors import InventoryError
-from provisioning.inventory import load_inventory, parse_inventory
+from provisioning.inventory import (
+    Fleet,
+    MqttCredentials,
+    Release,
+    Station,
+    load_inventory,
+    parse_inventory,
+)
 from tests.support.config import to_toml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,3 +152,15 @@ def test_a_missing_or_broken_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty.toml").write_text(json.dumps("x")[1:-1] + " = 1\n")
     with pytest.raises(InventoryError, match="x: unknown top-level key"):
         load_inventory(tmp_path / "empty.toml")
+
+
+def test_every_inventory_key_and_report_field_is_documented() -> None:
+    text = (ROOT / "docs" / "provisioning.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_]+)`(?:, `([a-z_]+)`)? \|", text, flags=re.M))
+    names = {n for pair in documented for n in pair if n}
+    for model in (Fleet, Release, Station, MqttCredentials):
+        missing = set(model.model_fields) - names
+        assert missing == set(), f"{model.__name__}: {missing}"
+    fields = set(HostReport("K01", "a:22", "apply", dry=False).to_json())
+    assert fields - names == set()
+    assert "station provision apply" in text and "station provision rollback" in text
