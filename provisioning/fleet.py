@@ -59,20 +59,20 @@ def run_station(
             )
             output = proc.stderr + proc.stdout
         except subprocess.TimeoutExpired as exc:
-            output = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-            return _crashed(station, action, dry, f"no result after {timeout_s:.0f} s", output)
+            if on_log is not None and isinstance(exc.stderr, bytes):
+                on_log(station.id, exc.stderr.decode(errors="replace"))
+            return _crashed(station, action, dry, f"no result after {timeout_s:.0f} s")
         if on_log is not None and output.strip():
             on_log(station.id, output)
         try:
             result: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             tail = "\n".join(output.strip().splitlines()[-5:])
-            return _crashed(station, action, dry, f"the runner process failed: {tail}", output)
+            return _crashed(station, action, dry, f"the runner process failed: {tail}")
         return result
 
 
-def _crashed(station: Station, action: str, dry: bool, error: str, output: str) -> dict[str, Any]:
-    del output
+def _crashed(station: Station, action: str, dry: bool, error: str) -> dict[str, Any]:
     return {
         "station": station.id,
         "address": f"{station.address}:{station.port}",
@@ -137,7 +137,7 @@ def summary_table(reports: list[dict[str, Any]]) -> str:
             (
                 r["station"],
                 r["address"],
-                r["status"],
+                "would change" if r.get("dry") and r["status"] == "changed" else r["status"],
                 str(len(r.get("changes", []))),
                 release,
                 test,

@@ -270,16 +270,30 @@ def parse_boot(lines: Sequence[str]) -> tuple[str, bytes] | None:
 
 
 def edit_boot_config(current: str, fragment: str) -> str:
-    """``current`` with our block (at the end, under ``[all]``) holding exactly ``fragment``."""
-    lines = current.splitlines()
-    if BLOCK_BEGIN in lines and BLOCK_END in lines[lines.index(BLOCK_BEGIN) :]:
-        start = lines.index(BLOCK_BEGIN)
-        end = lines.index(BLOCK_END, start)
-        lines = lines[:start] + lines[end + 1 :]
-        while lines and not lines[-1].strip():
-            lines.pop()
-    block = [BLOCK_BEGIN, "[all]", *fragment.strip().splitlines(), BLOCK_END]
-    return "\n".join([*lines, "", *block]).lstrip("\n") + "\n"
+    """``current`` with our block (at the end, under ``[all]``) holding exactly ``fragment``.
+
+    Every earlier block of ours is removed first, and a stray marker line with it, so the
+    edit is idempotent whatever a person did to the file by hand.
+    """
+    kept: list[str] = []
+    block: list[str] | None = None  # lines inside a block of ours, until its end marker
+    for line in current.splitlines():
+        if line == BLOCK_BEGIN:
+            if block is not None:
+                kept += block  # an earlier begin without an end: those lines are not ours
+            block = []
+        elif line == BLOCK_END:
+            block = None
+        elif block is not None:
+            block.append(line)
+        else:
+            kept.append(line)
+    if block is not None:
+        kept += block
+    while kept and not kept[-1].strip():
+        kept.pop()
+    ours = [BLOCK_BEGIN, "[all]", *fragment.strip().splitlines(), BLOCK_END]
+    return "\n".join([*kept, "", *ours] if kept else ours) + "\n"
 
 
 def plan_boot(path: str, current: bytes, fragment: str) -> list[Step]:

@@ -186,6 +186,19 @@ def test_boot_edit_is_idempotent_and_keeps_every_other_line(text: str) -> None:
         assert [line for line in once.splitlines() if line in kept][: len(kept)] == kept
 
 
+@given(
+    st.lists(
+        st.sampled_from([BLOCK_BEGIN, BLOCK_END, "[all]", "[cm4]", "dtparam=audio=on", "", "# x"]),
+        max_size=12,
+    )
+)
+def test_boot_edit_is_idempotent_whatever_markers_the_file_has(lines: list[str]) -> None:
+    once = plan.edit_boot_config("\n".join(lines), FRAGMENT)
+    assert plan.edit_boot_config(once, FRAGMENT) == once
+    assert once.count(BLOCK_BEGIN) == 1 and once.count(BLOCK_END) == 1
+    assert once.endswith(f"camera_auto_detect=1\n{BLOCK_END}\n")
+
+
 def test_boot_fact_and_plan() -> None:
     body = b"arm_64bit=1\n"
     found = plan.parse_boot(["/r/boot/config.txt", base64.b64encode(body).decode()])
