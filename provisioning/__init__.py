@@ -1,0 +1,1 @@
+"""SSH deploys of one station or a fleet: `station provision` (see docs/provisioning.md)."""

@@ -194,9 +194,6 @@ class Deploy:
             )
         return set(planned)
 
-    def paths(self, *paths: str) -> dict[str, plan.PathState]:
-        return plan.parse_paths(self.ex.fact(plan.paths_fact_command(paths)))
-
     def accounts(self) -> plan.Accounts:
         return plan.parse_accounts(self.ex.fact(plan.accounts_fact_command(self.prefix)))
 

@@ -8,6 +8,7 @@ station whose key is not in the inventory's known_hosts file is refused.
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -77,14 +78,12 @@ class PyinfraExecutor:
             self.host.disconnect()
 
     def fact(self, script: str) -> list[str]:
-
         ok, out = self.host.run_shell_command(StringCommand(script), **self.sudo)
         if not ok:
             raise StepFailed("read facts", "\n".join(out.stderr_lines)[-2000:] or "failed")
         return list(out.stdout_lines)
 
     def query(self, command: str) -> tuple[int, str, str]:
-
         _, out = self.host.run_shell_command(
             StringCommand(f'{command}; echo "__status=$?"'), **self.sudo
         )
@@ -95,7 +94,6 @@ class PyinfraExecutor:
         return status, "\n".join(lines), "\n".join(out.stderr_lines)
 
     def apply(self, name: str, planner: Callable[[], list[Step]]) -> list[Step]:
-
         record: list[Step] = []
 
         @operation()
@@ -110,7 +108,7 @@ class PyinfraExecutor:
                     yield FileUploadCommand(str(step.source), step.dest)
 
         try:
-            results = add_op(self.state, steps, name=name, host=self.host, **self.sudo)
+            add_op(self.state, steps, name=name, host=self.host, **self.sudo)
         except NestedOperationError:
             meta = self.state.get_op_data_for_host(
                 self.host, self.host.op_hash_order[-1]
@@ -121,11 +119,9 @@ class PyinfraExecutor:
             except RuntimeError:
                 detail = ""
             raise StepFailed(name, detail[-2000:] or "a command failed") from None
-        del results
         return list(record)
 
     def wait_for_reboot(self, marker: str, delay_s: float, timeout_s: float) -> None:
-
         deadline = time.monotonic() + timeout_s
         self.host.disconnect()
         time.sleep(delay_s)
@@ -133,7 +129,10 @@ class PyinfraExecutor:
             try:
                 self.host.connect(show_errors=False, raise_exceptions=True)
                 ok, out = self.host.run_shell_command(
-                    f"test -e '{marker}' && echo pending || echo rebooted", **self.sudo
+                    StringCommand(
+                        f"test -e {shlex.quote(marker)} && echo pending || echo rebooted"
+                    ),
+                    **self.sudo,
                 )
                 if ok and out.stdout_lines == ["rebooted"]:
                     return
@@ -173,7 +172,6 @@ def _explain_connect_error(message: str) -> str:
 
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
-
     inventory = load_inventory(job["inventory"])
     station = next(s for s in inventory.stations if s.id == job["station"])
     report = HostReport(

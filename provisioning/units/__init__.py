@@ -1,0 +1,1 @@
+"""Templates of the systemd units and drop-ins a station gets (package data)."""
