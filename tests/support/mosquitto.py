@@ -83,7 +83,7 @@ class Broker:
             f"persistence {str(self.persistence).lower()}",
             f"persistence_location {self.workdir}/",
             # Never drop a QoS 1 message because a test's consumer is slow to read it.
-            "max_queued_messages 0",
+            "max_queued_messages 1000000",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
