@@ -8,6 +8,7 @@ provisioning/plan.py, so a station already in the desired state yields no comman
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import shlex
@@ -276,12 +277,11 @@ class Deploy:
                 return plan.plan_file(spec, facts.paths.get(dest), accounts, prefix, parent_exists)
 
             parts.append((f"file {spec.path}", file_plan))
+        # Diffs are taken before the files are written, from what the station has now.
+        diffs = self._diffs(desired.files, facts.paths) if self.show_diff else {}
         changed = self.group("files", parts)
         changed_files = {str(f.path) for f in desired.files if f"file {f.path}" in changed}
-        if self.show_diff:
-            for spec in desired.files:
-                if str(spec.path) in changed_files:
-                    self._diff(spec, plan.rooted(prefix, spec.path))
+        self.report.diffs.update({p: d for p, d in diffs.items() if p in changed_files})
         boot_changed = self._boot(facts.boot, desired.boot_fragment)
 
         switched = False
@@ -301,14 +301,20 @@ class Deploy:
         if not self.image:
             self._health_and_rollback(switched)
 
-    def _diff(self, spec: FileSpec, dest: str) -> None:
-        if spec.secret:
-            self.report.diffs[str(spec.path)] = "(secret: content not shown)"
-            return
-        new = plan.spec_bytes(spec)
-        self.report.diffs[str(spec.path)] = plan.file_diff(
-            str(spec.path), self._remote_bytes(dest), new
-        )
+    def _diffs(self, files: list[FileSpec], have: dict[str, plan.PathState]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for spec in files:
+            dest = plan.rooted(self.prefix, spec.path)
+            state = have.get(dest)
+            new = plan.spec_bytes(spec)
+            if state is not None and state.sha256 == hashlib.sha256(new).hexdigest():
+                continue
+            if spec.secret:
+                out[str(spec.path)] = "(secret: content not shown)"
+                continue
+            old = self._remote_bytes(dest) if state is not None else None
+            out[str(spec.path)] = plan.file_diff(str(spec.path), old, new)
+        return out
 
     def _boot(self, found: tuple[str, bytes] | None, fragment: str) -> bool:
         if found is None:

@@ -228,6 +228,13 @@ def test_first_run_installs_everything_with_the_expected_modes(applied: Applied)
         assert r["rebooted"] is True
 
 
+def test_diffs_of_a_live_run_are_reported(applied: Applied) -> None:
+    diffs = applied.reports["K01"]["diffs"]
+    assert "+[station]" in diffs["/etc/sampling-station/station.toml"]  # type: ignore[index]
+    assert "+dtparam=i2c_arm=on" in diffs["/boot/firmware/config.txt"]  # type: ignore[index]
+    assert "+dtparam=i2c_arm=on" in applied.output
+
+
 def test_boot_config_is_edited_in_both_layouts(applied: Applied) -> None:
     new = (applied.fleet.roots["K01"] / "boot/firmware/config.txt").read_text()
     old = (applied.fleet.roots["K02"] / "boot/config.txt").read_text()
@@ -428,3 +435,29 @@ def test_an_sd_card_image_is_prepared_offline(
     assert any(c.startswith(f"useradd --root {card} ") for c in log)
     assert not [c for c in log if c.split()[0] in ("reboot", "apt-get") or " restart " in c]
     assert not (card / "opt/sampling-station/current").exists()
+
+
+def test_a_failed_step_is_reported_and_the_next_run_completes(
+    tmp_path: Path, keys: Keys, wheels: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fleet = _fleet(tmp_path, keys, {"K41": "firmware", "K42": "firmware"}, down=[])
+    broken = fleet.roots["K41"] / ".fake" / "apt-broken"
+    broken.parent.mkdir(parents=True)
+    broken.touch()
+    with running_sshds(list(fleet.servers.values())):
+        fleet.write(wheels["1"])
+        code, out, reports = fleet.run(capsys, "apply")
+        assert code == 1
+        assert reports["K41"]["status"] == "failed"
+        assert reports["K41"]["errors"] == [
+            "packages: E: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease"
+        ]
+        assert not (fleet.roots["K41"] / "etc/sampling-station").exists()  # stopped there
+        assert reports["K42"]["ok"] is True
+        assert "K41: packages: E: Failed to fetch" in out
+
+        broken.unlink()  # the mirror is back: the same command finishes the job
+        code, out, reports = fleet.run(capsys, "apply")
+        assert code == 0, out
+        assert reports["K41"]["status"] == "changed" and reports["K42"]["status"] == "unchanged"
+        assert (fleet.roots["K41"] / CURRENT).is_symlink()

@@ -110,6 +110,10 @@ if NAME == "reboot":
     sys.exit(0)
 
 if NAME == "apt-get":
+    if os.path.exists(os.path.join(FAKE, "apt-broken")):  # a mirror that went away
+        print("E: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease",
+              file=sys.stderr)
+        sys.exit(100)
     if "install" in args:
         pkgs = [a for a in args[args.index("install") + 1:] if not a.startswith("-")]
         path = os.path.join(FAKE, "dpkg-installed")
