@@ -91,8 +91,11 @@ def append(
     if not conn.in_transaction:
         raise RuntimeError("outbox.append must run inside the fact's write transaction")
     at = time.time() if at is None else at
-    conn.execute("UPDATE outbox_counter SET last_seq = last_seq + 1 WHERE one = 1")
-    seq = int(conn.execute("SELECT last_seq FROM outbox_counter WHERE one = 1").fetchone()[0])
+    seq = int(
+        conn.execute(
+            "UPDATE outbox_counter SET last_seq = last_seq + 1 WHERE one = 1 RETURNING last_seq"
+        ).fetchone()[0]
+    )
     event: dict[str, Any] = {
         "specversion": "1.0",
         "id": str(uuid.uuid4()),

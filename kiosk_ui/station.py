@@ -279,17 +279,23 @@ class Station:
             return self._thresholds(self.db.conn)
 
     def _thresholds(self, conn: Any) -> Thresholds:
-        overrides = outbox.settings_overrides(conn)
-        key = json.dumps(overrides, sort_keys=True)
+        return self._thresholds_for(str(conn.execute(store.SETTINGS_ROWS).fetchone()[0]))
+
+    def _thresholds_for(self, settings: str) -> Thresholds:
+        """Thresholds for the ``settings_override`` rows ``settings`` (``store.SETTINGS_ROWS``).
+
+        The rows are decoded and validated only when they changed since the last call.
+        """
         cached = self._cached_thresholds
-        if cached is not None and cached[0] == key:
+        if cached is not None and cached[0] == settings:
             return cached[1]
+        overrides = {str(k): json.loads(v) for k, v in json.loads(settings)}
         try:
             t = Thresholds.from_settings(self.config.sampling, overrides)
         except ValidationError as exc:
             log.error("ignoring inconsistent settings overrides %s: %s", overrides, exc)
             t = Thresholds.from_settings(self.config.sampling)
-        self._cached_thresholds = (key, t)
+        self._cached_thresholds = (settings, t)
         return t
 
     def classify(self, text: str) -> ScanKind:
@@ -371,33 +377,45 @@ class Station:
         self, verdict: VerdictLike, readings: Sequence[float], via: str, staff: str | None
     ) -> CheckinResult:
         claims = verdict.claims if verdict.valid else None
+        sub = claims.sub if claims is not None else None
+        # The queue a pooled or single-sample decision would use: the decision table gives
+        # ``pool`` only to green codes and ``single`` only to yellow ones.
+        likely = _LIKELY_MODE.get(str(claims.color)) if claims is not None else None
         with self._lock:
             now = self.clock()
             with write_transaction(self.db) as conn:
-                t = self._thresholds(conn)
+                facts = store.checkin_facts(conn, sub, likely)
+                t = self._thresholds_for(facts.settings)
                 assessment: TemperatureAssessment | None = None
                 if rules.needs_temperature(verdict):
                     assessment = rules.assess_temperature(readings, t)
-                sub = claims.sub if claims is not None else None
                 sampled = (
                     sub is not None
                     and assessment is not None
-                    and store.sampled_within(conn, sub, now - t.resample_window_s) is not None
+                    and facts.sampled_since(now - t.resample_window_s)
                 )
                 outcome = rules.decide(verdict, assessment, sampled)
                 mode = _queue_mode(outcome)
-                earlier = store.waiting_entry(conn, sub) if sub is not None else None
+                earlier = (
+                    store.waiting_entry(conn, sub)
+                    if sub is not None and facts.waiting_mode is not None
+                    else None
+                )
                 if earlier is not None and mode is not None and earlier.mode == mode:
                     return self._repeat(earlier, outcome, claims, assessment)
                 if earlier is not None:
                     store.dequeue(conn, earlier.resident)
                     self._note_queue(conn)
+                room: store.Room | None = None
+                if mode is not None and sub is not None:
+                    room = facts.room if mode == likely else store.room(conn, mode)
                 return self._record(
                     conn,
                     now=now,
                     verdict=verdict,
                     outcome=outcome,
                     assessment=assessment,
+                    room=room,
                     via=via,
                     staff=staff,
                 )
@@ -436,9 +454,11 @@ class Station:
         verdict: VerdictLike,
         outcome: Outcome,
         assessment: TemperatureAssessment | None,
+        room: store.Room | None,
         via: str,
         staff: str | None,
     ) -> CheckinResult:
+        """Write the check-in; ``room`` is the open tube of its queue with room, if any."""
         claims = verdict.claims if verdict.valid else None
         sub = claims.sub if claims is not None else None
         color = str(claims.color) if claims is not None else None
@@ -447,7 +467,6 @@ class Station:
         temp = assessment.temperature_c if assessment is not None else None
         used = list(assessment.readings[: assessment.used]) if assessment is not None else []
         mode = _queue_mode(outcome)
-        room = store.room(conn, mode) if mode is not None and sub is not None else None
         position = room.count + 1 if room is not None else None
         waits = mode is not None and sub is not None and room is None
         pooled = outcome.decision is Decision.POOL
@@ -473,22 +492,19 @@ class Station:
         first = self._emit(conn, tx, CHECKIN_RECORDED, data, now)
         checkin_id = store.insert_checkin(
             conn,
-            {
-                "at": now,
-                "day": store.local_day(now),
-                "via": via,
-                "resident": sub,
-                "name": name,
-                "color": color,
-                "cat": cat,
-                "readings": used,
-                "temperature_c": temp,
-                "decision": outcome.decision.value,
-                "lane": outcome.lane.value,
-                "reason": outcome.reason,
-                "staff": staff,
-                "event_seq": first["seq"],
-            },
+            at=now,
+            via=via,
+            resident=sub,
+            name=name,
+            color=color,
+            cat=cat,
+            readings=used,
+            temperature_c=temp,
+            decision=outcome.decision.value,
+            lane=outcome.lane.value,
+            reason=outcome.reason,
+            staff=staff,
+            event_seq=first["seq"],
         )
         place: int | None = None
         if room is not None and sub is not None:
@@ -949,6 +965,9 @@ class Station:
 
 _WHAT_ZH = {"sampler": "采样员", "reason": "原因", "staff": "工作人员"}
 _STATE_ZH = {"open": "打开", "sealed": "封管", "voided": "作废", "dispatched": "装箱送出"}
+
+
+_LIKELY_MODE = {"green": "pool", "yellow": "single"}
 
 
 def _queue_mode(outcome: Outcome) -> str | None:

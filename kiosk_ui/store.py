@@ -273,24 +273,109 @@ def remove_member(
     return pos
 
 
-def sampled_within(conn: sqlite3.Connection, resident: str, since: float) -> str | None:
-    """The tube holding ``resident`` since ``since`` (or any open tube), voided ones aside."""
-    row = conn.execute(
-        "SELECT m.tube FROM tube_members m JOIN tubes t ON t.tube = m.tube "
-        "WHERE m.resident = ? AND m.position IS NOT NULL AND t.state != 'voided' "
-        "AND (m.added_at >= ? OR t.state = 'open') ORDER BY m.added_at DESC LIMIT 1",
-        (resident, since),
-    ).fetchone()
-    return None if row is None else str(row[0])
+_INSERT_CHECKIN = (
+    "INSERT INTO checkins(at, day, via, resident, name, color, cat, readings, temperature_c, "
+    "decision, lane, reason, staff, event_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
-def insert_checkin(conn: sqlite3.Connection, row: dict[str, Any]) -> int:
-    cols = list(row)
+def insert_checkin(
+    conn: sqlite3.Connection,
+    *,
+    at: float,
+    via: str,
+    resident: str | None,
+    name: str | None,
+    color: str | None,
+    cat: Sequence[str],
+    readings: Sequence[float],
+    temperature_c: float | None,
+    decision: str,
+    lane: str,
+    reason: str | None,
+    staff: str | None,
+    event_seq: int,
+) -> int:
+    """Insert one check-in row; returns its id."""
     cur = conn.execute(
-        f"INSERT INTO checkins({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
-        [json.dumps(v) if isinstance(v, list | tuple) else v for v in row.values()],
+        _INSERT_CHECKIN,
+        (
+            at,
+            local_day(at),
+            via,
+            resident,
+            name,
+            color,
+            json.dumps(list(cat)),
+            json.dumps(list(readings)),
+            temperature_c,
+            decision,
+            lane,
+            reason,
+            staff,
+            event_seq,
+        ),
     )
     return int(cur.lastrowid or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckinFacts:
+    """What a check-in reads before it decides, gathered by one query (``checkin_facts``).
+
+    ``settings`` is the ``settings_override`` table as a JSON array of ``[key, value]``
+    (value: the stored JSON text), in table order; equal text means equal overrides.
+    ``last_sampled_at`` is when the resident last joined a tube that was not voided, and
+    ``in_open_tube`` whether one of those tubes is still open. ``waiting_mode`` is the queue
+    the resident waits in, if any. ``room`` is as ``room(conn, mode)`` for the mode asked.
+    """
+
+    settings: str
+    last_sampled_at: float | None
+    in_open_tube: bool
+    waiting_mode: str | None
+    room: Room | None
+
+    def sampled_since(self, since: float) -> bool:
+        """Whether the resident joined a tube since ``since`` or is in an open tube."""
+        return self.in_open_tube or (
+            self.last_sampled_at is not None and self.last_sampled_at >= since
+        )
+
+
+SETTINGS_ROWS = (
+    "SELECT json_group_array(json_array(key, value)) AS overrides FROM settings_override"
+)
+
+# One statement instead of four (settings, already sampled, waiting, room); every part
+# is a one-row aggregate or an indexed lookup, so the cross join has exactly one row.
+_CHECKIN_FACTS = (
+    "SELECT s.overrides, h.last_at, h.in_open, w.mode, r.tube, r.capacity, r.members, r.queue "
+    "FROM (" + SETTINGS_ROWS + ") AS s "
+    "CROSS JOIN (SELECT max(m.added_at) AS last_at, max(t.state = 'open') AS in_open "
+    "FROM tube_members m JOIN tubes t ON t.tube = m.tube "
+    "WHERE m.resident = ?1 AND m.position IS NOT NULL AND t.state != 'voided') AS h "
+    "CROSS JOIN (SELECT max(mode) AS mode FROM waiting WHERE resident = ?1) AS w "
+    "LEFT JOIN (SELECT t.tube AS tube, t.capacity AS capacity, (SELECT count(*) "
+    "FROM tube_members m WHERE m.tube = t.tube AND m.position IS NOT NULL) AS members, "
+    "EXISTS (SELECT 1 FROM waiting q WHERE q.mode = t.mode) AS queue "
+    "FROM tubes t WHERE t.state = 'open' AND t.mode = ?2) AS r ON 1"
+)
+
+
+def checkin_facts(conn: sqlite3.Connection, resident: str | None, mode: str | None) -> CheckinFacts:
+    """Settings overrides, the resident's sampling history and queue place, the room."""
+    row = conn.execute(_CHECKIN_FACTS, (resident, mode)).fetchone()
+    room_ = None
+    if row[4] is not None and int(row[6]) < int(row[5]) and not row[7]:
+        room_ = Room(str(row[4]), int(row[5]), int(row[6]))
+    return CheckinFacts(
+        settings=str(row[0]),
+        last_sampled_at=None if row[1] is None else float(row[1]),
+        in_open_tube=bool(row[2]),
+        waiting_mode=None if row[3] is None else str(row[3]),
+        room=room_,
+    )
 
 
 def waiting_list(conn: sqlite3.Connection, mode: str) -> list[Waiting]:
