@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from kivy.app import App
 from kivy.clock import Clock
 from kivy.core.text import LabelBase
@@ -45,7 +46,7 @@ from kiosk_ui.flow import State, View
 from kiosk_ui.i18n import STRINGS, Language, t
 from kiosk_ui.national_id import NationalIdError
 from kiosk_ui.rules import RuleViolation
-from kiosk_ui.runtime import Kiosk, build
+from kiosk_ui.runtime import Kiosk, LoopThread, build
 from kiosk_ui.speech import EspeakSpeaker
 
 log = logging.getLogger(__name__)
@@ -190,20 +191,35 @@ class EntryScreen(Screen):
 
 
 class KioskApp(App):
-    """The screens of one kiosk. ``kiosk`` is built by the composition root."""
+    """The screens of one kiosk. ``kiosk`` is built by the composition root.
 
-    def __init__(self, kiosk: Kiosk, **kwargs: Any) -> None:
+    The kiosk's flow, its station and its devices' results run on ``core`` (a thread of its
+    own): a commit waits for the disk, and the UI thread must never wait with it. This app
+    only draws what the core publishes and posts the touches to it.
+    """
+
+    def __init__(self, kiosk: Kiosk, core: LoopThread, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.kiosk = kiosk
+        self.core = core
+        self.link: dict[str, Any] | None = None
         self.title = "Sampling station"
         self.view: View | None = None
         self.entry_color = "green"
         self.box: str | None = None
         self.max_frame_gap_s = 0.0
+        self.frame_gaps_s: list[float] = []
         self._last_frame = time.monotonic()
         self._measuring_gaps = False
-        self._checks: list[threading.Thread] = []
         self._events: list[Any] = []
+
+    def _ui(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the UI thread (from the core thread)."""
+        Clock.schedule_once(lambda dt: fn(), 0)
+
+    def _core(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the kiosk's core thread (from a touch)."""
+        self.core.post(fn)
 
     # -- building -------------------------------------------------------------------------
 
@@ -217,34 +233,35 @@ class KioskApp(App):
         self.entry = EntryScreen()
         for screen in (self.resident, self.panel, self.entry):
             sm.add_widget(screen)
-        self.kiosk.views.append(self.on_view)
-        self.kiosk.panel_listeners.append(self.refresh_panel)
+        self.kiosk.views.append(lambda v: self._ui(lambda: self.on_view(v)))
+        self.kiosk.panel_listeners.append(self._gather_panel)
         self._events += [
-            Clock.schedule_interval(lambda dt: self.kiosk.flow.tick(), 0.1),
             Clock.schedule_interval(self._preview, 1 / 10),
-            Clock.schedule_interval(lambda dt: self._refresh_status(), 2.0),
+            Clock.schedule_interval(lambda dt: self._core(self._gather_status), 2.0),
             Clock.schedule_interval(self._frame, 0),
         ]
         return sm
 
     def on_start(self) -> None:
-        self.kiosk.start()
-        self._refresh_status()
+        self._core(self.kiosk.start)
+        self._core(self._gather_status)
 
     def on_stop(self) -> None:
         for ev in self._events:
             ev.cancel()
-        for th in self._checks:
-            th.join(5)
 
     def _frame(self, _dt: float) -> None:
         now = time.monotonic()
         if self._measuring_gaps:
-            self.max_frame_gap_s = max(self.max_frame_gap_s, now - self._last_frame)
+            gap = now - self._last_frame
+            self.frame_gaps_s.append(gap)
+            self.max_frame_gap_s = max(self.max_frame_gap_s, gap)
         self._last_frame = now
 
     def measure_frame_gaps(self, on: bool = True) -> None:
+        """Record the time between frames from now on (the benchmark reads them)."""
         self._measuring_gaps = on
+        self.frame_gaps_s.clear()
         self._last_frame = time.monotonic()
 
     # -- the resident screen --------------------------------------------------------------
@@ -276,7 +293,7 @@ class KioskApp(App):
         offline = st is not None and st["link"] not in ("connected", "online") and st["depth"]
         r.banner = t("fault.offline", lang) if offline else ""
         if self.manager_current() == "panel":
-            self.refresh_panel()
+            self._core(self._gather_panel)
 
     def _texts(self, view: View, lang: Language) -> tuple[str, str, str, str, str, str]:
         s = view.state
@@ -353,21 +370,27 @@ class KioskApp(App):
         return str(self.root.current) if self.root is not None else ""
 
     def toggle_language(self) -> None:
-        self.kiosk.set_language("en" if self.lang == "zh" else "zh")
-        self.render()
-        self.refresh_panel()
-        self.refresh_entry()
+        new = "en" if self.lang == "zh" else "zh"
 
-    def _refresh_status(self) -> None:
+        def switch() -> None:
+            self.kiosk.set_language(new)  # publishes the view again: the screen redraws
+            self._gather_panel()
+            self._ui(self.refresh_entry)
+
+        self._core(switch)
+
+    def _gather_status(self) -> None:
+        """On the core thread: the agent's link and backlog, for the screens."""
         try:
             st = self.kiosk.link_status()
-        except Exception as exc:  # a status line must never take the screens down
+        except Exception as exc:  # a status line must never take the kiosk down
             log.warning("link status: %s", exc)
             return
+        self._ui(lambda: self._set_link(st))
+
+    def _set_link(self, st: dict[str, Any]) -> None:
         self.link = st
         self.render()
-        if self.manager_current() == "panel":
-            self.refresh_panel()
 
     def _preview(self, _dt: float) -> None:
         if self.view is None or self.view.state is not State.IDLE:
@@ -375,13 +398,16 @@ class KioskApp(App):
         frame = getattr(self.kiosk.hardware.camera, "last_frame", None)
         if frame is None:
             return
+        frame = frame[::2, ::2]  # a quarter of the pixels: a preview, not the decoder's input
         h, w = frame.shape[:2]
         image = self.resident.ids.preview
         tex = image.texture
         if tex is None or tex.size != (w, h):
             tex = Texture.create(size=(w, h), colorfmt="luminance")
             tex.flip_vertical()
-        tex.blit_buffer(frame.tobytes(), colorfmt="luminance", bufferfmt="ubyte")
+        tex.blit_buffer(
+            np.ascontiguousarray(frame).tobytes(), colorfmt="luminance", bufferfmt="ubyte"
+        )
         image.texture = tex
         image.canvas.ask_update()
 
@@ -390,7 +416,7 @@ class KioskApp(App):
     def open_panel(self) -> None:
         if self.kiosk.lock.unlocked:
             self.root.current = "panel"
-            self.refresh_panel()
+            self._core(self._gather_panel)
         else:
             self.open_entry("pin")
 
@@ -398,20 +424,25 @@ class KioskApp(App):
         self.root.current = "resident"
 
     def lock_panel(self) -> None:
-        self.kiosk.lock.lock()
+        self._core(self.kiosk.lock.lock)
         self.root.current = "resident"
 
     def _staff_action(self, fn: Callable[[], Any]) -> None:
-        if not self.kiosk.lock.unlocked:
-            self.root.current = "resident"
-            return
-        try:
-            fn()
-        except RuleViolation as exc:
-            self.kiosk._refused(exc)
-        except StationError as exc:
-            self.kiosk.flow.storage_fault(str(exc))
-        self.refresh_panel()
+        """Run a sampler's action on the core thread; the panel shows its answer."""
+
+        def act() -> None:
+            if not self.kiosk.lock.unlocked:
+                self._ui(self.close_panel)
+                return
+            try:
+                fn()
+            except RuleViolation as exc:
+                self.kiosk._refused(exc)
+            except StationError as exc:
+                self.kiosk.flow.storage_fault(str(exc))
+            self._gather_panel()
+
+        self._core(act)
 
     def panel_seal(self) -> None:
         self._staff_action(self.kiosk.seal)
@@ -420,18 +451,21 @@ class KioskApp(App):
         self._staff_action(lambda: self.kiosk.remove(resident))
 
     def arm_single(self) -> None:
-        self.kiosk.arm_single = not self.kiosk.arm_single
-        self.refresh_panel()
+        def toggle() -> None:
+            self.kiosk.arm_single = not self.kiosk.arm_single
+
+        self._staff_action(toggle)
 
     def panel_dispatch(self) -> None:
-        box = self.box or getattr(self.kiosk.last_scan, "box", None)
-        if not box:
-            self.kiosk._refused(
-                RuleViolation("scan_box", "Scan the box's barcode first.", "请先扫描转运箱条码。")
-            )
-            self.refresh_panel()
-            return
-        self._staff_action(lambda: self.kiosk.dispatch(box))
+        def dispatch() -> None:
+            box = getattr(self.kiosk.last_scan, "box", None)
+            if not box:
+                raise RuleViolation(
+                    "scan_box", "Scan the box's barcode first.", "请先扫描转运箱条码。"
+                )
+            self.kiosk.dispatch(box)
+
+        self._staff_action(dispatch)
 
     def open_void(self) -> None:
         lang = self.lang
@@ -453,10 +487,26 @@ class KioskApp(App):
         view.dismiss()
         self._staff_action(lambda: self.kiosk.void(reason))
 
+    def _gather_panel(self) -> None:
+        """On the core thread: what the panel shows, read from the station."""
+        k = self.kiosk
+        tube = k.station.open_tube()
+        data = {
+            "tube": None if tube is None else (tube.tube, tube.count, tube.capacity),
+            "members": list(tube.members) if tube is not None else [],
+            "counters": k.station.counters(),
+            "single": k.arm_single,
+            "temp_needed": k.flow.state is State.MANUAL_TEMPERATURE,
+            "message": k.panel_message,
+        }
+        self._ui(lambda: self._apply_panel(data))
+
     def refresh_panel(self) -> None:
+        self._core(self._gather_panel)
+
+    def _apply_panel(self, data: dict[str, Any]) -> None:
         lang = self.lang
         p = self.panel
-        k = self.kiosk
         p.lang_text = t("lang.switch", lang)
         p.back_text = t("panel.close", lang)
         p.lock_text = t("panel.lock", lang)
@@ -466,24 +516,22 @@ class KioskApp(App):
         p.t_dispatch = t("panel.dispatch", lang)
         p.t_manual_id = t("panel.manual_id", lang)
         p.t_manual_temp = t("panel.manual_temp", lang)
-        p.single_armed = k.arm_single
-        p.temp_needed = k.flow.state is State.MANUAL_TEMPERATURE
-        tube = k.station.open_tube()
-        if tube is None:
+        p.single_armed = data["single"]
+        p.temp_needed = data["temp_needed"]
+        if data["tube"] is None:
             p.tube_text = t("panel.no_tube", lang)
         else:
-            p.tube_text = f"{t('panel.open_tube', lang)} {tube.tube}  {tube.count}/{tube.capacity}"
+            name, count, capacity = data["tube"]
+            p.tube_text = f"{t('panel.open_tube', lang)} {name}  {count}/{capacity}"
         rows = p.ids.members
         rows.clear_widgets()
-        for pos, who in enumerate(tube.members if tube else (), start=1):
+        for pos, who in enumerate(data["members"], start=1):
             rows.add_widget(
                 MemberRow(
-                    text=f"{pos}. {_short(who)}",
-                    resident=who,
-                    remove_text=t("panel.remove", lang),
+                    text=f"{pos}. {_short(who)}", resident=who, remove_text=t("panel.remove", lang)
                 )
             )
-        c = k.station.counters()
+        c = data["counters"]
         p.counters_text = (
             f"{t('panel.counters', lang)}: {t('counter.checkins', lang)} {c.checkins} · "
             f"{t('counter.pooled', lang)} {c.by_decision.get('pool', 0)} · "
@@ -493,7 +541,7 @@ class KioskApp(App):
             f"{t('counter.sealed', lang)} {c.tubes_sealed} · "
             f"{t('panel.waiting', lang, n=c.waiting_pool)}"
         )
-        st = getattr(self, "link", None) or {"link": "unknown", "depth": 0, "alerts": {}}
+        st = self.link or {"link": "unknown", "depth": c.outbox_pending, "alerts": {}}
         online = st["link"] in ("connected", "online")
         word = t("panel.online", lang) if online else t("panel.offline", lang)
         p.link_text = (
@@ -503,7 +551,7 @@ class KioskApp(App):
         if st.get("alerts"):
             p.link_text += f" · {t('panel.alerts', lang)}: {', '.join(sorted(st['alerts']))}"
         p.link_color = (0.7, 1, 0.7, 1) if online else (1, 0.75, 0.4, 1)
-        m = k.panel_message
+        m = data["message"]
         p.message_text = m.text(lang) if m else ""
         p.message_color = (0.7, 1, 0.7, 1) if (m is None or m.ok) else (1, 0.6, 0.5, 1)
 
@@ -558,39 +606,41 @@ class KioskApp(App):
 
     def entry_ok(self) -> None:
         e = self.entry
-        lang = self.lang
-        value = e.value
-        if e.mode == "pin":
-            self._check_pin(value)
+        mode, value, color = e.mode, e.value, self.entry_color
+        if mode == "pin":
+            # The PIN hash takes a moment on purpose: the core thread checks it.
+            self._core(lambda: self._pin_result(self.kiosk.lock.unlock(value)))
             return
-        try:
-            if e.mode == "id":
-                self._staff_action(lambda: self.kiosk.manual_id(value, self.entry_color))
-            else:
-                self._staff_action(lambda: self.kiosk.manual_temperature(float(value)))
-        except NationalIdError as exc:
-            e.error = exc.message(lang)
-            return
-        except ValueError:
-            e.error = t("entry.number", lang)
-            return
-        self.root.current = "resident"
 
-    def _check_pin(self, value: str) -> None:
-        """The PIN hash takes a moment on purpose: check it off the UI thread."""
+        def enter() -> None:
+            lang = self.lang
+            try:
+                if mode == "id":
+                    self.kiosk.manual_id(value, color)
+                else:
+                    self.kiosk.manual_temperature(float(value))
+            except NationalIdError as exc:
+                text = exc.message(lang)
+                self._ui(lambda: self._entry_error(text))
+                return
+            except ValueError:
+                self._ui(lambda: self._entry_error(t("entry.number", lang)))
+                return
+            self._ui(self.close_panel)
 
-        def check() -> None:
-            ok = self.kiosk.lock.unlock(value)
-            Clock.schedule_once(lambda dt: self._pin_checked(ok), 0)
+        self._staff_action(enter)
 
-        th = threading.Thread(target=check, name="pin-check", daemon=True)
-        self._checks = [x for x in self._checks if x.is_alive()] + [th]
-        th.start()
+    def _entry_error(self, text: str) -> None:
+        self.entry.error = text
+
+    def _pin_result(self, ok: bool) -> None:
+        self._ui(lambda: self._pin_checked(ok))
+        if ok:
+            self._gather_panel()
 
     def _pin_checked(self, ok: bool) -> None:
         if ok:
             self.root.current = "panel"
-            self.refresh_panel()
         else:
             self.entry.value = ""
             self.entry.error = t("panel.wrong_pin", self.lang)
@@ -617,14 +667,10 @@ def _short(resident: str) -> str:
 
 
 class KivyUi:
-    """Calls onto Kivy's main thread from a drill or test thread."""
+    """Calls onto Kivy's main thread from a drill or test thread, and screenshots."""
 
-    def __init__(self, app: KioskApp | None = None) -> None:
-        self.app = app
+    def __init__(self) -> None:
         self.main = threading.get_ident()
-
-    def post(self, fn: Callable[[], None]) -> None:
-        Clock.schedule_once(lambda dt: fn(), 0)
 
     def call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
         if threading.get_ident() == self.main:
@@ -648,7 +694,7 @@ class KivyUi:
         return box.get("value")
 
     def screenshot(self, path: Path) -> None:
-        """Save the window as drawn now (after the next frame) to ``path``."""
+        """Save the window as drawn after the next frames to ``path``."""
         path.parent.mkdir(parents=True, exist_ok=True)
 
         def grab() -> None:
@@ -657,57 +703,87 @@ class KivyUi:
             if made:
                 Path(made).replace(path)
 
-        self.call(lambda: None)  # let the frame with the latest change draw first
-        time.sleep(0.05)
+        for _ in range(3):  # let the frames with the latest change draw first
+            self.call(lambda: None)
+            time.sleep(1 / 60)
         self.call(grab)
+
+
+class DrillUi:
+    """For a drill: the kiosk's own calls run on its core thread, pictures on Kivy's."""
+
+    def __init__(self, core: LoopThread, screens: KivyUi) -> None:
+        self.core = core
+        self.screens = screens
+
+    def call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+        return self.core.call(fn, timeout)
+
+    def screenshot(self, path: Path) -> None:
+        self.core.call(lambda: None)  # what the core published has reached the screens
+        self.screens.screenshot(path)
 
 
 def speaker_for(config: StationConfig) -> EspeakSpeaker | None:
     return EspeakSpeaker() if config.kiosk.speech else None
 
 
+class Running:
+    """One kiosk with its core thread and its app, built and torn down together."""
+
+    def __init__(self, config: StationConfig, hardware: Hardware) -> None:
+        self.core = LoopThread()
+        self.kiosk = build(
+            config, hardware=hardware, post=self.core.post, speaker=speaker_for(config)
+        )
+        self.core.set_tick(self.kiosk.flow.tick)
+        self.app = KioskApp(self.kiosk, self.core)
+        self.screens = KivyUi()
+
+    def run(self) -> None:
+        self.core.start()
+        try:
+            self.app.run()
+        finally:
+            try:
+                # On the core thread, so it comes after the start the app posted there.
+                self.core.call(self.kiosk.stop)
+                self.core.stop()
+            finally:
+                self.kiosk.close()
+
+
 def run_with_app(
     config: StationConfig,
     hardware: Hardware,
-    drive: Callable[[Kiosk, KivyUi], int],
+    drive: Callable[[Kiosk, DrillUi], int],
     *,
     window: bool,
 ) -> int:
     """Run the screens on this (main) thread and ``drive`` on another; returns its result."""
-    ui = KivyUi()
-    kiosk = build(config, hardware=hardware, post=ui.post, speaker=speaker_for(config))
-    app = KioskApp(kiosk)
-    ui.app = app
+    r = Running(config, hardware)
+    ui = DrillUi(r.core, r.screens)
     result: dict[str, int] = {}
 
     def drive_then_stop() -> None:
         try:
-            result["code"] = drive(kiosk, ui)
+            result["code"] = drive(r.kiosk, ui)
         except BaseException:
             log.exception("the drill failed")
             result["code"] = 1
         finally:
-            Clock.schedule_once(lambda dt: app.stop(), 0)
+            Clock.schedule_once(lambda dt: r.app.stop(), 0)
 
     driver = threading.Thread(target=drive_then_stop, name="drill", daemon=True)
     Clock.schedule_once(lambda dt: driver.start(), 0.2)
     try:
-        app.run()
+        r.run()
     finally:
         driver.join(10)
-        kiosk.close()
     return result.get("code", 1)
 
 
 def run_kiosk(config: StationConfig) -> int:
-    """``station kiosk``: the screens on the real (or simulated) devices until closed."""
-    ui = KivyUi()
-    kiosk = build(
-        config, hardware=build_hardware(config), post=ui.post, speaker=speaker_for(config)
-    )
-    app = KioskApp(kiosk)
-    try:
-        app.run()
-    finally:
-        kiosk.close()
+    """``station kiosk``: the screens on the configured devices until closed."""
+    Running(config, build_hardware(config)).run()
     return 0

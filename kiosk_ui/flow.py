@@ -216,6 +216,7 @@ class KioskFlow:
         self._speak = speak
         self.clock = clock
         self._pending: _Pending | None = None
+        self._last_code: str | None = None
         self.thermometer_faulty = False
         self.camera_faulty = False
         self.view = View(State.IDLE, since=clock())
@@ -237,6 +238,10 @@ class KioskFlow:
         if self.state not in _READY:
             log.debug("code ignored in %s", self.state)
             return
+        if self.state in _SHOWING and text == self._last_code:
+            # The resident still holds the code up while reading the result: not a new visit.
+            return
+        self._last_code = text
         self._guard(self._code_read, text)
 
     def _code_read(self, text: str) -> None:

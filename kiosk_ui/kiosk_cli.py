@@ -17,7 +17,8 @@ from firmware.config import DEFAULT_CONFIG_PATH, load_config
 from firmware.errors import StationError
 from kiosk_ui.flow import hash_secret
 
-SCREEN_SIZE = (800, 480)  # the official 7" Raspberry Pi touch display
+SCREEN_SIZE = (800, 480)
+_PREPARED = "SAMPLING_STATION_KIVY"  # the official 7" Raspberry Pi touch display
 
 
 class KivyError(StationError):
@@ -38,9 +39,12 @@ def prepare_kivy(
     tests on machines without a display). Kivy's own settings file lives in a private
     directory, so the kiosk never reads a user's ``~/.kivy``.
     """
-    if "kivy" in sys.modules:
-        raise KivyError("Kivy was imported before the kiosk configured it")
     env = os.environ
+    if "kivy" in sys.modules:
+        if env.get(_PREPARED) == ("window" if window else "offscreen"):
+            return
+        raise KivyError("Kivy was imported before the kiosk configured it")
+    env[_PREPARED] = "window" if window else "offscreen"
     env.setdefault("KIVY_HOME", str(default_kivy_home()))
     Path(env["KIVY_HOME"]).mkdir(parents=True, exist_ok=True)
     env["KIVY_NO_ARGS"] = "1"

@@ -56,6 +56,10 @@ class LoopThread:
     def post(self, fn: Callable[[], None]) -> None:
         self._queue.put(fn)
 
+    def set_tick(self, tick: Callable[[], None]) -> None:
+        """What the loop runs every ``tick_s`` (the flow's timeouts); set before start."""
+        self._tick = tick
+
     def call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
         """Run ``fn`` on the loop and return its result (or raise its exception) here."""
         if threading.get_ident() == self.ident:
@@ -101,7 +105,11 @@ class LoopThread:
                 fn = None
             started = time.monotonic()
             if fn is not None:
-                fn()
+                try:
+                    fn()
+                except Exception:
+                    # Posted work reports its own errors; the loop must outlive any of them.
+                    log.exception("a call on the kiosk's loop failed")
             elif self._tick is not None and started >= next_tick:
                 self._tick()
                 next_tick = started + self._tick_s
@@ -130,8 +138,9 @@ class MeasureWorker:
         self._requests.put(True)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="kiosk-measure", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._run, name="kiosk-measure", daemon=True)
+        thread.start()
+        self._thread = thread
 
     def stop(self, timeout: float = 3.0) -> None:
         self._stop.set()

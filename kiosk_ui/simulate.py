@@ -747,7 +747,7 @@ def _run_kiosk(
         )
     loop = LoopThread()
     kiosk = build(config, hardware=hardware, post=loop.post)
-    loop._tick = kiosk.flow.tick
+    loop.set_tick(kiosk.flow.tick)
     loop.start()
     try:
         kiosk.start()

@@ -359,3 +359,15 @@ def test_database_closed_under_the_kiosk_is_a_storage_fault(kiosk: Kiosk) -> Non
     kiosk.flow.reading(36.6)
     assert kiosk.flow.view.fault is FaultKind.STORAGE
     kiosk.station.db.conn = sqlite3.connect(":memory:")  # so the fixture can close it
+
+
+def test_the_same_code_held_up_while_its_result_shows_is_not_a_new_visit(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300001", "S1")
+    kiosk.show("HC1:GREEN1", 36.6)
+    kiosk.flow.code_read("HC1:GREEN1")
+    assert (kiosk.flow.state, kiosk.flow.view.position) == (State.RESULT, 1)
+    assert len(kiosk.measures) == 1
+    kiosk.clock.advance(7)
+    kiosk.flow.tick()
+    kiosk.flow.code_read("HC1:GREEN1")  # back at idle: a new visit, the rules decide
+    assert kiosk.flow.state is State.MEASURING

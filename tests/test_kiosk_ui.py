@@ -93,17 +93,15 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
     from firmware.config import load_config  # noqa: PLC0415
     from firmware.hardware import build_hardware  # noqa: PLC0415
     from firmware.thermometer import DEFAULT_ADDRESS  # noqa: PLC0415
-    from kiosk_ui.app import KioskApp, KivyUi  # noqa: PLC0415
+    from kiosk_ui.app import Running  # noqa: PLC0415
     from kiosk_ui.flow import State  # noqa: PLC0415
-    from kiosk_ui.runtime import build  # noqa: PLC0415
 
     config = load_config(config_path)
     hw = build_hardware(config)
     sim = hw.sim
     assert sim is not None
-    ui = KivyUi()
-    kiosk = build(config, hardware=hw, post=ui.post)
-    app = KioskApp(kiosk)
+    running = Running(config, hw)
+    kiosk, app, ui, core = running.kiosk, running.app, running.screens, running.core
     record: dict[str, Any] = {"screens": {}, "errors": []}
     states: list[State] = []
     cond = threading.Condition()
@@ -132,6 +130,8 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
                     )
 
     def frames(n: int = 3) -> None:
+        """Let the core thread finish what it was given, and the screens draw it."""
+        core.call(lambda: None)
         for _ in range(n):
             ui.call(lambda: None)
             time.sleep(1 / 60)
@@ -145,6 +145,7 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
             t_.touch_up()
 
         ui.call(press)
+        frames(1)
         frames()
 
     def texts() -> dict[str, Any]:
@@ -182,11 +183,14 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
                 else:
                     touch(lang_button)
             frames(2)
+            frames(2)
             ui.screenshot(out / f"{name}-{lang}.png")
             record["screens"][f"{name}-{lang}"] = texts()
-        touch(lang_button) if ui.call(lambda: app.root.current) != "entry" else ui.call(
-            app.toggle_language
-        )
+        if ui.call(lambda: app.root.current) == "entry":
+            ui.call(app.toggle_language)
+        else:
+            touch(lang_button)
+        frames()
 
     def show(code: str, *temps: float) -> None:
         sim.camera.clear()  # the last resident steps away first
@@ -249,7 +253,6 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
         for digit in "1111":
             touch(lambda d=digit: _key(app, d))
         touch(lambda: app.entry.ids.ok)
-        time.sleep(0.5)
         frames()
         record["wrong_pin"] = texts()
         for digit in PIN:
@@ -280,7 +283,7 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
         wait_state(m, State.WAIT, State.RESULT)
         record["after_hand_reading"] = texts()
         sim.thermometer.bus.attach(DEFAULT_ADDRESS, sim.thermometer.device)
-        ui.call(kiosk.flow.thermometer_ok)
+        core.call(kiosk.flow.thermometer_ok)
         # Seal the full tube by touch: the waiting residents join the next tube.
         ui.call(app.open_panel)
         frames()
@@ -320,10 +323,9 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
     driver = threading.Thread(target=run_session, name="ui-test", daemon=True)
     Clock.schedule_once(lambda dt: driver.start(), 0.3)
     try:
-        app.run()
+        running.run()
     finally:
         driver.join(10)
-        kiosk.close()
 
 
 def _key(app: Any, key: str) -> Any:
