@@ -11,10 +11,12 @@ itself from the environment on first import.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -243,7 +245,7 @@ class KioskApp(App):
         return sm
 
     def on_start(self) -> None:
-        self._core(self.kiosk.start)
+        self._core(self.kiosk.flow.start)  # the view on screen now, to the new screens
         self._core(self._gather_status)
 
     def on_stop(self) -> None:
@@ -743,6 +745,8 @@ class Running:
     def run(self) -> None:
         self.core.start()
         try:
+            # Devices and workers run before the first frame: a drill may start at once.
+            self.core.call(self.kiosk.start)
             self.app.run()
         finally:
             try:
@@ -784,6 +788,13 @@ def run_with_app(
 
 
 def run_kiosk(config: StationConfig) -> int:
-    """``station kiosk``: the screens on the configured devices until closed."""
-    Running(config, build_hardware(config)).run()
+    """``station kiosk``: the screens on the configured devices until closed or SIGTERM."""
+    running = Running(config, build_hardware(config))
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        # systemd stops the kiosk with SIGTERM: leave the main loop, then close everything.
+        Clock.schedule_once(lambda dt: running.app.stop(), 0)
+
+    signal.signal(signal.SIGTERM, stop)
+    running.run()
     return 0
