@@ -47,9 +47,12 @@ def prompt(view: View, lang: Language) -> str | None:
 class EspeakSpeaker:
     """Says prompts with espeak-ng on a worker thread (started on first use)."""
 
-    def __init__(self, command: str | None = None, rate_wpm: int = 140) -> None:
+    def __init__(
+        self, command: str | None = None, rate_wpm: int = 140, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.command = command or shutil.which("espeak-ng") or "espeak-ng"
         self.rate_wpm = rate_wpm
+        self.extra_args = extra_args  # e.g. ("-w", "out.wav") to write instead of playing
         self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=1)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -85,7 +88,7 @@ class EspeakSpeaker:
             text, voice = item
             try:
                 subprocess.run(
-                    [self.command, "-v", voice, "-s", str(self.rate_wpm), text],
+                    [self.command, "-v", voice, "-s", str(self.rate_wpm), *self.extra_args, text],
                     check=False,
                     timeout=10,
                     stdout=subprocess.DEVNULL,

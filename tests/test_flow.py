@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from firmware.errors import ConfigError
 from firmware.hardware import build_lights
@@ -24,8 +28,10 @@ from kiosk_ui.flow import (
     State,
     View,
     hash_secret,
+    light_for,
     load_secret_hashes,
 )
+from kiosk_ui.rules import RuleViolation
 from kiosk_ui.station import Station
 from tests.support.station import Clock, make_config, rejected, resident
 
@@ -371,3 +377,79 @@ def test_the_same_code_held_up_while_its_result_shows_is_not_a_new_visit(kiosk: 
     kiosk.flow.tick()
     kiosk.flow.code_read("HC1:GREEN1")  # back at idle: a new visit, the rules decide
     assert kiosk.flow.state is State.MEASURING
+
+
+flow_events = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("code"),
+            st.sampled_from(
+                ["HC1:GREEN1", "HC1:GREEN2", "HC1:ELDER", "HC1:YELLOW", "HC1:RED", "HC1:FORGED"]
+            ),
+        ),
+        st.tuples(st.just("reading"), st.floats(30.0, 40.0)),
+        st.tuples(st.just("fault"), st.just("no answer")),
+        st.tuples(st.just("tick"), st.floats(0.0, 10.0)),
+        st.tuples(st.just("tube"), st.integers(1, 50)),
+        st.tuples(st.just("seal"), st.just(0)),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flow_events)
+def test_any_sequence_of_events_keeps_the_machine_consistent(seq: list[tuple[str, Any]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = make_config(Path(tmp), {"pool_size": 2})
+        clock = Clock()
+        codes = TableVerifier()
+        codes.table.update(
+            {
+                "HC1:GREEN1": resident("r1", "green", "张三"),
+                "HC1:GREEN2": resident("r2", "green", "李四"),
+                "HC1:ELDER": resident("r3", "green", "王五", cat=["elderly"]),
+                "HC1:YELLOW": resident("r4", "yellow", "赵六"),
+                "HC1:RED": resident("r5", "red", "钱七"),
+                "HC1:FORGED": rejected("bad_signature"),
+            }
+        )
+        lights = build_lights(config.hardware)
+        with Station.open(config, codes, clock=clock) as station:
+            flow = KioskFlow(station, set_lights=lights.show, clock=clock)  # type: ignore[arg-type]
+            flow.start()
+            for kind, arg in seq:
+                before = flow.state
+                if kind == "code":
+                    flow.code_read(arg)
+                elif kind == "reading":
+                    flow.reading(arg)
+                elif kind == "fault":
+                    flow.sensor_fault(arg)
+                elif kind == "tick":
+                    clock.advance(arg)
+                    flow.tick()
+                elif kind == "tube":
+                    with contextlib.suppress(RuleViolation):
+                        station.scan(f"TB20261123{arg:05d}", "S1")
+                    flow.tubes_changed()
+                else:
+                    with contextlib.suppress(RuleViolation):
+                        station.seal("S1")
+                    flow.tubes_changed()
+                view = flow.view
+                assert (
+                    view.state is State.FAULT
+                    or view.state in TRANSITIONS[before]
+                    or (view.state is before)
+                ), (before, view.state)
+                assert view.state is not State.FAULT, view.message("en")
+                assert lights.state == light_for(view)[0]
+                if view.state is State.RESULT:
+                    assert view.decision in ("pool", "single")
+                    assert (view.position is None) == (view.decision == "single") or (
+                        view.decision == "single"
+                    )
+                if view.state is State.ISOLATION:
+                    assert view.tube is None and lights.snapshot()["isolation"] == "isolate"
+        lights.close()

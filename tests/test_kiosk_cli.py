@@ -14,7 +14,7 @@ import pytest
 
 from kiosk_ui.cli import main
 from kiosk_ui.flow import StaffLock, load_secret_hashes
-from tests.test_simulate import TRUST, drill_config
+from tests.support.drills import TRUST, drill_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

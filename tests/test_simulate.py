@@ -5,7 +5,6 @@ event contract."""
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -13,27 +12,13 @@ import pytest
 
 from edge_agent.db import open_db
 from kiosk_ui.cli import main
-from tests.support.config import write_config
 from tests.support.contract import check_outbox, validate_event
+from tests.support.drills import DRILLS, drill_config
 from tests.support.gateway_recorder import Recorder, audit
 from tests.support.mosquitto import Broker
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-DRILLS = sorted((ROOT / "examples" / "drills").glob("*.json"))
-TRUST = json.loads((ROOT / "examples" / "demo-issuers.jwks.json").read_text())
-
-
-def drill_config(directory: Path, broker_url: str, **over: Any) -> Path:
-    key = directory / "id.key"
-    directory.mkdir(parents=True, exist_ok=True)
-    key.write_text(secrets.token_urlsafe(32))
-    overrides: dict[str, Any] = {
-        "broker": {"url": broker_url, "allow_plaintext": True},
-        "kiosk": {"id_hash_key_file": "id.key"},
-        **over,
-    }
-    return write_config(directory, overrides, jwks=TRUST)
 
 
 @pytest.mark.timeout(120)
