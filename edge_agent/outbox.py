@@ -10,6 +10,7 @@ number come round again.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -91,6 +92,20 @@ def append(
     if not conn.in_transaction:
         raise RuntimeError("outbox.append must run inside the fact's write transaction")
     at = time.time() if at is None else at
+    created = time.time()
+    # A time-ordered UUID (version 7, RFC 9562: Unix milliseconds, then 74 random bits), so
+    # new ids go to the end of the outbox's unique id index instead of a random page of it:
+    # the events of one commit then dirty one index page, not one page each.
+    rand = int.from_bytes(os.urandom(10))
+    event_id = str(
+        uuid.UUID(
+            int=(int(created * 1000) & 0xFFFF_FFFF_FFFF) << 80
+            | 0x7 << 76
+            | (rand >> 64 & 0xFFF) << 64
+            | 0b10 << 62
+            | rand & 0x3FFF_FFFF_FFFF_FFFF
+        )
+    )
     seq = int(
         conn.execute(
             "UPDATE outbox_counter SET last_seq = last_seq + 1 WHERE one = 1 RETURNING last_seq"
@@ -98,7 +113,7 @@ def append(
     )
     event: dict[str, Any] = {
         "specversion": "1.0",
-        "id": str(uuid.uuid4()),
+        "id": event_id,
         "source": source,
         "type": type,
         "time": rfc3339(at),
@@ -109,7 +124,7 @@ def append(
     payload = json.dumps(event, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     conn.execute(
         "INSERT INTO outbox(seq, id, type, time, payload, created_at) VALUES (?,?,?,?,?,?)",
-        (seq, event["id"], type, event["time"], payload, time.time()),
+        (seq, event_id, type, event["time"], payload, created),
     )
     return event
 
