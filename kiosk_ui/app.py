@@ -738,7 +738,7 @@ class Running:
         self.kiosk = build(
             config, hardware=hardware, post=self.core.post, speaker=speaker_for(config)
         )
-        self.core.set_tick(self.kiosk.flow.tick)
+        self.core.set_tick(self.kiosk.tick)
         self.app = KioskApp(self.kiosk, self.core)
         self.screens = KivyUi()
 

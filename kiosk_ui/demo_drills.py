@@ -244,9 +244,11 @@ def _no_code(c: _Codes) -> dict[str, Any]:
             {"thermometer": "fault"},
             _show(c.code(), 36.7),
             {"expect": {"decision": "pool", "position": 2}},
+            _show(c.code(), [37.5, 36.9]),
+            {"expect": {"decision": "pool", "position": 3}},
             {"thermometer": "ok"},
             _show(c.code(), 36.6),
-            {"expect": {"position": 3}},
+            {"expect": {"position": 4}},
         ],
     }
 

@@ -63,6 +63,9 @@ class FaultKind(StrEnum):
 
 _SHOWING = frozenset({State.RESULT, State.WAIT, State.ISOLATION, State.STAFF})
 _MEASURE = frozenset({State.MEASURING, State.REMEASURE, State.MANUAL_TEMPERATURE})
+FAULTS_TO_LATCH = 2
+ABANDON_S = 90.0  # a temperature check nobody finishes gives way to the next resident
+
 # States in which the next resident may show a code (a result on screen does not block).
 _READY = frozenset({State.IDLE} | _SHOWING)
 
@@ -207,6 +210,7 @@ class KioskFlow:
         set_lights: Callable[[str, str | None], None] = lambda state, lane: None,
         speak: Callable[[View], None] = lambda v: None,
         clock: Callable[[], float] = time.monotonic,
+        abandon_s: float = ABANDON_S,
     ) -> None:
         self.station = station
         self.result_timeout_s = result_timeout_s
@@ -218,6 +222,8 @@ class KioskFlow:
         self._pending: _Pending | None = None
         self._last_code: str | None = None
         self.thermometer_faulty = False
+        self.sensor_faults = 0
+        self.abandon_s = abandon_s
         self.camera_faulty = False
         self.view = View(State.IDLE, since=clock())
         self.history: list[State] = [State.IDLE]
@@ -283,11 +289,16 @@ class KioskFlow:
         if self.state not in _MEASURE or self._pending is None:
             log.debug("reading %.1f ignored in %s", celsius, self.state)
             return
+        self.sensor_faults = 0
+        self.thermometer_faulty = False
         self._guard(self._reading, celsius)
 
     def manual_temperature(self, celsius: float) -> None:
         """Staff typed the temperature they took by hand."""
-        self.reading(celsius)
+        if self.state not in _MEASURE or self._pending is None:
+            log.debug("hand reading %.1f ignored in %s", celsius, self.state)
+            return
+        self._guard(self._reading, celsius)
 
     def _reading(self, celsius: float) -> None:
         assert self._pending is not None
@@ -306,7 +317,10 @@ class KioskFlow:
         if self.state not in _MEASURE:
             return
         log.warning("thermometer fault: %s", detail)
-        self.thermometer_faulty = True
+        # One failed measurement may be a resident who did not step up; two in a row is
+        # the sensor: then the next residents go straight to the hand reading.
+        self.sensor_faults += 1
+        self.thermometer_faulty = self.sensor_faults >= FAULTS_TO_LATCH
         self._guard(
             self._enter,
             replace(
@@ -319,6 +333,8 @@ class KioskFlow:
         )
 
     def thermometer_ok(self) -> None:
+        """The sensor answers again (a probe or staff said so): measure the next resident."""
+        self.sensor_faults = 0
         self.thermometer_faulty = False
 
     def camera_fault(self, detail: str) -> None:
@@ -359,8 +375,15 @@ class KioskFlow:
         )
 
     def tick(self) -> None:
-        """Time passes: a result shown long enough gives way to the next resident."""
-        if self.state in _SHOWING and self.clock() - self.view.since >= self.result_timeout_s:
+        """Time passes: a result shown long enough gives way to the next resident, and a
+        resident who walked away during the temperature check is given up (nothing was
+        recorded for them)."""
+        waited = self.clock() - self.view.since
+        if self.state in _SHOWING and waited >= self.result_timeout_s:
+            self._guard(self._enter, self._fresh(State.IDLE))
+        elif self.state in _MEASURE and waited >= self.abandon_s:
+            log.info("nobody finished the temperature check within %.0f s", self.abandon_s)
+            self._pending = None
             self._guard(self._enter, self._fresh(State.IDLE))
 
     def reset(self) -> None:

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 Post = Callable[[Callable[[], None]], None]
 MEASURE_TIMEOUT_S = 5.0
+PROBE_EVERY_S = 5.0
 DRILL_SAMPLER = "drill"
 
 
@@ -125,17 +126,23 @@ class MeasureWorker:
         on_reading: Callable[[float], None],
         on_fault: Callable[[str], None],
         timeout_s: float = MEASURE_TIMEOUT_S,
+        on_ok: Callable[[], None] = lambda: None,
     ) -> None:
         self.thermometer = thermometer
         self._on_reading = on_reading
         self._on_fault = on_fault
+        self._on_ok = on_ok
         self.timeout_s = timeout_s
-        self._requests: queue.Queue[bool] = queue.Queue()
+        self._requests: queue.Queue[str | None] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def request(self) -> None:
-        self._requests.put(True)
+        self._requests.put("measure")
+
+    def probe(self) -> None:
+        """Read the sensor's ambient register once; ``on_ok`` when it answers."""
+        self._requests.put("probe")
 
     def start(self) -> None:
         thread = threading.Thread(target=self._run, name="kiosk-measure", daemon=True)
@@ -144,7 +151,7 @@ class MeasureWorker:
 
     def stop(self, timeout: float = 3.0) -> None:
         self._stop.set()
-        self._requests.put(False)
+        self._requests.put(None)
         cancel = getattr(self.thermometer, "cancel", None)
         if callable(cancel):
             cancel()
@@ -156,8 +163,16 @@ class MeasureWorker:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            if not self._requests.get():
+            kind = self._requests.get()
+            if kind is None:
                 return
+            if kind == "probe":
+                try:
+                    self.thermometer.ambient()
+                except SensorError:
+                    continue
+                self._on_ok()
+                continue
             try:
                 reading = self.thermometer.measure(self.timeout_s)
             except SensorError as exc:
@@ -244,7 +259,9 @@ class Kiosk:
             on_reading=lambda t: post(lambda: self.flow.reading(t)),
             on_fault=lambda m: post(lambda: self.flow.sensor_fault(m)),
             timeout_s=measure_timeout_s,
+            on_ok=lambda: post(self.flow.thermometer_ok),
         )
+        self._last_probe = 0.0
         if not isinstance(hardware.camera, PreviewTap):
             hardware.camera = PreviewTap(hardware.camera)
         self.decoder = hardware.decode_worker(
@@ -279,6 +296,15 @@ class Kiosk:
         self.stop()
         self.hardware.close()
         self.station.close()
+
+    def tick(self) -> None:
+        """On the core thread, a few times a second: the flow's timeouts, and while the
+        thermometer is taken for faulty, a probe every few seconds to notice it is back."""
+        self.flow.tick()
+        now = time.monotonic()
+        if self.flow.thermometer_faulty and now - self._last_probe >= PROBE_EVERY_S:
+            self._last_probe = now
+            self.measure.probe()
 
     # -- from the workers (any thread) ----------------------------------------------------
 

@@ -57,7 +57,7 @@ from kiosk_ui.drill import (
 from kiosk_ui.flow import State
 from kiosk_ui.kiosk_cli import prepare_kivy
 from kiosk_ui.rules import RuleViolation
-from kiosk_ui.runtime import Kiosk, LoopThread, build
+from kiosk_ui.runtime import PROBE_EVERY_S, Kiosk, LoopThread, build
 
 log = logging.getLogger(__name__)
 
@@ -378,6 +378,7 @@ class DrillRunner:
         self.screenshots = screenshots
         self.out = out
         self.outcome: dict[str, Any] = {}
+        self.thermometer_attached = True
         self.outcome_of: Step | None = None
         self._db = open_db(db_path)
         self._settled = threading.Condition()
@@ -438,11 +439,20 @@ class DrillRunner:
                 self.relay.cut()
         elif isinstance(step, ThermometerState):
             bus = self.sim.thermometer.bus
+            self.thermometer_attached = step.ok
             if step.ok:
                 bus.attach(DEFAULT_ADDRESS, self.sim.thermometer.device)
-                self.ui.call(self.kiosk.flow.thermometer_ok)
+                self._wait_thermometer_back(i, step)
             else:
                 bus.devices.pop(DEFAULT_ADDRESS, None)
+
+    def _wait_thermometer_back(self, i: int, step: Step) -> None:
+        """The kiosk notices by itself (its probe) that the sensor answers again."""
+        deadline = time.monotonic() + 2 * PROBE_EVERY_S + 1
+        while self.ui.call(lambda: self.kiosk.flow.thermometer_faulty):
+            if time.monotonic() > deadline:
+                raise StepFailed(i, step, "the kiosk still takes the thermometer for faulty")
+            time.sleep(0.1)
 
     def _wait_settled(self, i: int, step: Step, before: int, what: str) -> None:
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
@@ -465,6 +475,8 @@ class DrillRunner:
             state = self.ui.call(lambda: self.kiosk.flow.state)
             if state is not State.MANUAL_TEMPERATURE:
                 return
+            if self.thermometer_attached and step.temperatures:
+                raise StepFailed(i, step, "the kiosk asked for a hand reading of a working sensor")
             if not temps:
                 raise StepFailed(
                     i, step, "the thermometer is faulty and the step gives no temperature"
@@ -747,7 +759,7 @@ def _run_kiosk(
         )
     loop = LoopThread()
     kiosk = build(config, hardware=hardware, post=loop.post)
-    loop.set_tick(kiosk.flow.tick)
+    loop.set_tick(kiosk.tick)
     loop.start()
     try:
         kiosk.start()

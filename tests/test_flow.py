@@ -264,10 +264,20 @@ def test_thermometer_fault_asks_staff_for_a_hand_reading(kiosk: Kiosk) -> None:
     )
     kiosk.flow.manual_temperature(36.5)
     assert kiosk.flow.state is State.RESULT
-    # the next resident goes straight to the hand reading while the sensor is faulty
+    # one failure may be a resident who did not step up: the next one is measured
     kiosk.flow.code_read("HC1:GREEN2")
+    assert kiosk.flow.state is State.MEASURING
+    kiosk.flow.sensor_fault("thermometer at I2C address 0x5A: reading register 0x06 failed")
+    kiosk.flow.manual_temperature(36.6)
+    # two in a row is the sensor: the next resident goes straight to the hand reading
+    kiosk.flow.code_read("HC1:ELDER")
     assert kiosk.flow.state is State.MANUAL_TEMPERATURE
-    assert len(kiosk.measures) == 1
+    assert len(kiosk.measures) == 2
+    kiosk.flow.manual_temperature(36.4)
+    kiosk.flow.thermometer_ok()  # the probe reads the sensor again
+    kiosk.flow.code_read("HC1:GREEN2")
+    assert kiosk.flow.state is State.MEASURING
+    assert len(kiosk.measures) == 3
 
 
 def test_a_tube_held_to_the_camera_tells_the_staff_and_records_nothing(kiosk: Kiosk) -> None:
@@ -453,3 +463,18 @@ def test_any_sequence_of_events_keeps_the_machine_consistent(seq: list[tuple[str
                 if view.state is State.ISOLATION:
                     assert view.tube is None and lights.snapshot()["isolation"] == "isolate"
         lights.close()
+
+
+def test_a_resident_who_walks_away_during_the_check_is_given_up(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300001", "S1")
+    kiosk.flow.code_read("HC1:GREEN1")
+    kiosk.flow.sensor_fault("no one in front of the thermometer within 5.0 s")
+    kiosk.clock.advance(89)
+    kiosk.flow.tick()
+    assert kiosk.flow.state is State.MANUAL_TEMPERATURE
+    kiosk.clock.advance(2)
+    kiosk.flow.tick()
+    assert kiosk.flow.state is State.IDLE
+    kiosk.flow.manual_temperature(36.5)  # too late: nobody is pending
+    assert kiosk.flow.state is State.IDLE
+    assert events(kiosk.station) == [("sampling.tube.opened", events(kiosk.station)[0][1])]

@@ -91,7 +91,7 @@ class Rig:
         hw.camera = self.clock
         self.loop = LoopThread()
         self.kiosk: Kiosk = build(self.config, hardware=hw, post=self.loop.post)
-        self.loop._tick = self.kiosk.flow.tick
+        self.loop.set_tick(self.kiosk.tick)
         self.done = threading.Event()
         self.published: dict[str, float] = {}
         self.kiosk.views.append(self._view)
