@@ -13,7 +13,6 @@ import json
 import os
 import sqlite3
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -97,15 +96,15 @@ def append(
     # new ids go to the end of the outbox's unique id index instead of a random page of it:
     # the events of one commit then dirty one index page, not one page each.
     rand = int.from_bytes(os.urandom(10))
-    event_id = str(
-        uuid.UUID(
-            int=(int(created * 1000) & 0xFFFF_FFFF_FFFF) << 80
-            | 0x7 << 76
-            | (rand >> 64 & 0xFFF) << 64
-            | 0b10 << 62
-            | rand & 0x3FFF_FFFF_FFFF_FFFF
-        )
+    bits = (
+        (int(created * 1000) & 0xFFFF_FFFF_FFFF) << 80
+        | 0x7 << 76
+        | (rand >> 64 & 0xFFF) << 64
+        | 0b10 << 62
+        | rand & 0x3FFF_FFFF_FFFF_FFFF
     )
+    h = f"{bits:032x}"
+    event_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
     seq = int(
         conn.execute(
             "UPDATE outbox_counter SET last_seq = last_seq + 1 WHERE one = 1 RETURNING last_seq"
