@@ -170,6 +170,8 @@ class PanelScreen(Screen):
     t_dispatch = StringProperty("")
     t_manual_id = StringProperty("")
     t_manual_temp = StringProperty("")
+    t_clear_fault = StringProperty("")
+    fault_active = BooleanProperty(False)
     single_armed = BooleanProperty(False)
     temp_needed = BooleanProperty(False)
     counters_text = StringProperty("")
@@ -452,6 +454,10 @@ class KioskApp(App):
     def panel_remove(self, resident: str) -> None:
         self._staff_action(lambda: self.kiosk.remove(resident))
 
+    def panel_clear_fault(self) -> None:
+        """Staff looked at the fault and clear it; a camera still dark stays a fault."""
+        self._staff_action(self.kiosk.flow.reset)
+
     def arm_single(self) -> None:
         def toggle() -> None:
             self.kiosk.arm_single = not self.kiosk.arm_single
@@ -499,6 +505,8 @@ class KioskApp(App):
             "counters": k.station.counters(),
             "single": k.arm_single,
             "temp_needed": k.flow.state is State.MANUAL_TEMPERATURE,
+            "fault": k.flow.state is State.FAULT,
+            "alerts": k.recent_alerts(),
             "message": k.panel_message,
         }
         self._ui(lambda: self._apply_panel(data))
@@ -520,6 +528,8 @@ class KioskApp(App):
         p.t_manual_temp = t("panel.manual_temp", lang)
         p.single_armed = data["single"]
         p.temp_needed = data["temp_needed"]
+        p.fault_active = data["fault"]
+        p.t_clear_fault = t("panel.clear_fault", lang)
         if data["tube"] is None:
             p.tube_text = t("panel.no_tube", lang)
         else:
@@ -550,8 +560,12 @@ class KioskApp(App):
             f"{t('panel.link', lang)}: {word} ({st['link']}) · "
             f"{t('panel.backlog', lang, n=st['depth'])}"
         )
-        if st.get("alerts"):
-            p.link_text += f" · {t('panel.alerts', lang)}: {', '.join(sorted(st['alerts']))}"
+        alerts = sorted(st.get("alerts") or {}) + [
+            f"{t(f'alert.{kind}', lang) if f'alert.{kind}' in STRINGS else kind} {at}"
+            for kind, at in data["alerts"]
+        ]
+        if alerts:
+            p.link_text += f" · {t('panel.alerts', lang)}: {', '.join(alerts)}"
         p.link_color = (0.7, 1, 0.7, 1) if online else (1, 0.75, 0.4, 1)
         m = data["message"]
         p.message_text = m.text(lang) if m else ""

@@ -15,12 +15,14 @@ without a window), and the flow runs only there.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from edge_agent import outbox
@@ -439,6 +441,20 @@ class Kiosk:
         if language in ("zh", "en"):
             self.language = language
             self.flow.start()  # publish the same view again, to redraw in the new language
+
+    def recent_alerts(self, limit: int = 3) -> list[tuple[str, str]]:
+        """The station's latest alerts (kind, local time) from its own events."""
+        rows = self.station.db.conn.execute(
+            "SELECT payload FROM outbox WHERE type = 'sampling.alert.raised' "
+            "ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        out: list[tuple[str, str]] = []
+        for (payload,) in rows:
+            event = json.loads(payload)
+            at = datetime.fromisoformat(event["time"].replace("Z", "+00:00")).astimezone()
+            out.append((str(event["data"].get("kind")), at.strftime("%H:%M")))
+        return out
 
     def link_status(self) -> dict[str, Any]:
         """The agent's link state and the backlog, as the agent records them."""

@@ -161,6 +161,7 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
                 "lights": kiosk.hardware.lights.snapshot(),
                 "panel_tube": app.panel.tube_text,
                 "panel_message": app.panel.message_text,
+                "panel_link": app.panel.link_text,
                 "entry_prompt": app.entry.prompt,
                 "entry_shown": app.entry.shown,
                 "entry_error": app.entry.error,
@@ -309,6 +310,14 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
         sim.camera.resume()
         wait_state(m, State.IDLE)
         record["after_camera"] = texts()
+        # A storage fault: staff clear it from the panel once the disk has room again.
+        core.call(lambda: kiosk.flow.storage_fault("database or disk is full"))
+        frames()
+        record["storage_fault"] = texts()
+        ui.call(app.open_panel)
+        frames()
+        touch(lambda: app.panel.ids.clear_fault)
+        record["after_clear_fault"] = texts()
         record["glyphs"] = ui.call(lambda: _glyph_pixels(CoreLabel))
 
     def run_session() -> None:
@@ -454,6 +463,11 @@ def test_staff_panel_by_touch(session: tuple[Path, dict[str, Any]]) -> None:
     assert "已封管" in record["after_seal"]["panel_message"]
     assert record["after_id"]["state"] in ("result", "wait")
     assert record["screens"]["id_entry-en"]["entry_shown"] == "11010519491231002X"
+    assert record["storage_fault"]["line1"] == t("fault.storage", "zh")
+    assert record["after_clear_fault"]["state"] == "idle"
+    # the red code's alert, in the panel's language
+    assert "红码" in record["screens"]["panel-zh"]["panel_link"]
+    assert "red code" in record["screens"]["panel-en"]["panel_link"]
 
 
 @pytest.mark.kivy
