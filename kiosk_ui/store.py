@@ -347,8 +347,9 @@ SETTINGS_ROWS = (
     "SELECT json_group_array(json_array(key, value)) AS overrides FROM settings_override"
 )
 
-# One statement instead of four (settings, already sampled, waiting, room); every part
-# is a one-row aggregate or an indexed lookup, so the cross join has exactly one row.
+# Everything a check-in reads, in one statement (each statement is a round trip through
+# the sqlite3 module): every part is a one-row aggregate or an indexed lookup, so the cross
+# join has exactly one row; the open tube's part may be absent (LEFT JOIN).
 _CHECKIN_FACTS = (
     "SELECT s.overrides, h.last_at, h.in_open, w.mode, r.tube, r.capacity, r.members, r.queue "
     "FROM (" + SETTINGS_ROWS + ") AS s "
