@@ -73,18 +73,22 @@ def _busy_day(rig: Rig, n: int) -> None:
 
 
 def _fill_until_full(rig: Rig) -> tuple[StorageError, dict[str, list[Any]]]:
-    """Check residents in until a write fails; returns the error and the state before it."""
+    """Check residents in until a write fails; returns the error and the state just before
+    the failed write (each write is snapshotted on its own: a step holds several)."""
     s = rig.station
+    path = rig.config.storage.path
     for i in range(100_000):
-        before = snapshot(rig.config.storage.path)
-        try:
-            if s.open_tube() is None:
-                s.scan(f"TB{i:08d}", "S07")
-            s.check_in(resident(f"full-{i:05d}", name="居民乙"), [36.5])
-            if s.open_tube().full:
-                s.seal("S07")
-        except StorageError as exc:
-            return exc, before
+        writes: list[Any] = []
+        if s.open_tube() is None:
+            writes.append(lambda i=i: s.scan(f"TB{i:08d}", "S07"))
+        writes.append(lambda i=i: s.check_in(resident(f"full-{i:05d}", name="居民乙"), [36.5]))
+        writes.append(lambda: s.seal("S07") if s.open_tube().full else None)
+        for write in writes:
+            before = snapshot(path)
+            try:
+                write()
+            except StorageError as exc:
+                return exc, before
     raise AssertionError("the disk never filled up")
 
 
