@@ -14,10 +14,11 @@ import logging
 import signal
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from kivy.app import App
@@ -35,6 +36,7 @@ from kivy.properties import (
 )
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
+from kivy.uix.label import Label
 from kivy.uix.modalview import ModalView
 from kivy.uix.screenmanager import NoTransition, Screen, ScreenManager
 from kivy.uix.widget import Widget
@@ -121,6 +123,37 @@ class Icon(Widget):
                 Color(*COLOURS[self.kind])
                 Line(points=[cx, y0 + s * 0.75, cx, y0 + s * 0.38], width=w * 1.2)
                 Ellipse(pos=(cx - w * 1.2, y0 + s * 0.2 - w), size=(w * 2.4, w * 2.4))
+
+
+class CachedLabel(Label):
+    """A label that keeps the textures of texts it has drawn before.
+
+    The resident screen shows a small set of texts over and over (titles, lanes, places);
+    drawing large CJK text costs 10-40 ms of the UI thread each time, a whole frame and
+    more. Textures are kept by text and every drawing option, up to ``LIMIT`` of them.
+    """
+
+    LIMIT = 256
+    _cache: ClassVar[OrderedDict[tuple[Any, ...], Any]] = OrderedDict()
+
+    def texture_update(self, *largs: Any) -> None:
+        text = self._label.text
+        if not text:
+            super().texture_update(*largs)
+            return
+        key = (text, *sorted((k, repr(v)) for k, v in self._label.options.items()))
+        texture = self._cache.get(key)
+        if texture is None:
+            super().texture_update(*largs)
+            if self.texture is not None:
+                self._cache[key] = self.texture
+                while len(self._cache) > self.LIMIT:
+                    self._cache.popitem(last=False)
+            return
+        self._cache.move_to_end(key)
+        self.texture = texture
+        self.texture_size = list(texture.size)
+        self.is_shortened = False
 
 
 class GuideBox(Widget):

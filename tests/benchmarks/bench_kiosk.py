@@ -31,7 +31,9 @@ from typing import Any
 
 import psutil
 
+from firmware.camera import render_frame
 from firmware.config import load_config
+from firmware.errors import CameraError
 from firmware.hardware import build_hardware
 from kiosk_ui.flow import State
 from kiosk_ui.issuer import Issuer, jwks
@@ -185,8 +187,30 @@ def memory(directory: Path) -> tuple[float, float, float]:
     return rss[100], rss[RESIDENTS], time.monotonic() - started
 
 
-def ui_gap_child(directory: Path) -> None:
-    """In a child process: a drill with the screens; prints the largest frame gap (ms)."""
+class Prerendered:
+    """A camera whose frames were rendered before the drill (as a real camera's come from
+    its own hardware): showing a code costs the drill no Python work during the run."""
+
+    def __init__(self, fps: float = 15.0) -> None:
+        self.period = 1.0 / fps
+        self.blank = render_frame(None)
+        self.frame = self.blank
+        self._closed = threading.Event()
+
+    def read(self, timeout: float) -> Any:
+        if self._closed.wait(self.period):
+            raise CameraError("closed")
+        return self.frame
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+def ui_gap_child(directory: Path, mode: str) -> None:
+    """In a child process: a drill with the screens; prints the frame gaps (ms).
+
+    ``mode`` ``sim``: codes rendered into frames by the simulated camera during the drill;
+    ``prerendered``: frames rendered before, swapped in during the drill."""
     from kiosk_ui.kiosk_cli import prepare_kivy  # noqa: PLC0415
 
     prepare_kivy(window=False)
@@ -202,6 +226,11 @@ def ui_gap_child(directory: Path) -> None:
     hw = build_hardware(config)
     assert hw.sim is not None
     sim = hw.sim
+    camera = Prerendered()
+    codes = [issuer.issue(f"U{n}", "green", name="李四") for n in range(30)]
+    frames = [render_frame(c, seed=n) for n, c in enumerate(codes)] if mode != "sim" else []
+    if mode != "sim":
+        hw.camera = camera
     running = Running(config, hw)
     kiosk, app, ui, core = running.kiosk, running.app, running.screens, running.core
     decided = threading.Event()
@@ -220,11 +249,15 @@ def ui_gap_child(directory: Path) -> None:
                     core.call(kiosk.seal)
                     core.call(lambda n=n: kiosk.scan(f"TB20261123{n:05d}"))
                 sim.camera.clear()
+                camera.frame = camera.blank
                 time.sleep(0.05)
                 kiosk.decoder.forget()
                 sim.thermometer.queue([36.5])
                 decided.clear()
-                sim.camera.show(issuer.issue(f"U{n}", "green", name="李四"))
+                if mode == "sim":
+                    sim.camera.show(codes[n])
+                else:
+                    camera.frame = frames[n]
                 decided.wait(10)
             gaps = sorted(ui.call(lambda: list(app.frame_gaps_s)))
             result["max_gap_ms"] = gaps[-1] * 1000
@@ -243,9 +276,10 @@ def ui_gap_child(directory: Path) -> None:
     print(json.dumps(result))
 
 
-def ui_gap(directory: Path) -> dict[str, float]:
+def ui_gap(directory: Path, mode: str) -> dict[str, float]:
+    directory.mkdir(parents=True, exist_ok=True)
     out = subprocess.run(
-        [sys.executable, "-m", "tests.benchmarks.bench_kiosk", "--ui-child", str(directory)],
+        [sys.executable, "-m", "tests.benchmarks.bench_kiosk", "--ui-child", str(directory), mode],
         capture_output=True,
         text=True,
         timeout=120,
@@ -257,13 +291,13 @@ def ui_gap(directory: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == "--ui-child":
-        ui_gap_child(Path(sys.argv[2]))
+    if len(sys.argv) > 3 and sys.argv[1] == "--ui-child":
+        ui_gap_child(Path(sys.argv[2]), sys.argv[3])
         return
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         rows = latency(base / "latency")
-        gap = ui_gap(base / "ui")
+        gaps = {mode: ui_gap(base / f"ui-{mode}", mode) for mode in ("prerendered", "sim")}
         rss100, rss500, took = memory(base / "memory")
     floor_p95 = rows[0][2]
     print(f"{'path':<42} {'median ms':>10} {'p95 ms':>8} {'p95/floor':>10}")
@@ -271,13 +305,19 @@ def main() -> None:
         print(f"{name:<42} {med:>10.1f} {p95:>8.1f} {p95 / floor_p95:>10.1f}")
     worst = max(p95 for _, _, p95 in rows)
     print(f"target: p95 < {TARGET_P95_MS:.0f} ms -> {'met' if worst < TARGET_P95_MS else 'MISSED'}")
-    g = gap["max_gap_ms"]
-    print(
-        f"UI thread during a 30-resident drill: largest gap between frames {g:.1f} ms, "
-        f"p99 {gap['p99_gap_ms']:.1f} ms, {gap['late']:.0f} of {gap['frames']:.0f} frames "
-        f"later than 1.5 frames (one frame at 60 fps: {FRAME_60FPS_MS:.1f} ms; max/frame "
-        f"{g / FRAME_60FPS_MS:.2f}) -> {'met' if g <= FRAME_60FPS_MS * 1.5 else 'MISSED'}"
-    )
+    print(f"UI thread during a 30-resident drill (one frame at 60 fps: {FRAME_60FPS_MS:.1f} ms):")
+    for mode, what in (
+        ("prerendered", "camera frames rendered beforehand"),
+        ("sim", "simulated camera rendering QR codes in-process"),
+    ):
+        gap = gaps[mode]
+        g = gap["max_gap_ms"]
+        print(
+            f"  {what:<48} largest gap {g:5.1f} ms, p99 {gap['p99_gap_ms']:5.1f} ms, "
+            f"{gap['late']:.0f}/{gap['frames']:.0f} frames > 1.5 frames "
+            f"(max/frame {g / FRAME_60FPS_MS:.2f}) -> "
+            f"{'met' if g <= FRAME_60FPS_MS * 1.5 else 'MISSED'}"
+        )
     growth = rss500 - rss100
     print(
         f"kiosk RSS: {rss100:.0f} MB after 100 residents, {rss500:.0f} MB after {RESIDENTS} "
