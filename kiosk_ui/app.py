@@ -145,8 +145,9 @@ class CachedLabel(Label):
         texture = self._cache.get(key)
         if texture is None:
             super().texture_update(*largs)
-            if self.texture is not None:
-                self._cache[key] = self.texture
+            drawn: Any = getattr(self, "texture", None)
+            if drawn is not None:
+                self._cache[key] = drawn
                 while len(self._cache) > self.LIMIT:
                     self._cache.popitem(last=False)
             return
