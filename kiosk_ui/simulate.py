@@ -684,10 +684,10 @@ def _prepare_db(config: StationConfig, reset: bool) -> None:
 
 @contextlib.contextmanager
 def _agent(config: StationConfig, workdir: Path) -> Iterator[tuple[LinkRelay, AgentProcess]]:
-    relay = LinkRelay(config.broker.host, config.broker.port)
-    relay.start()
     if config.broker.tls:
         raise SimulateError("drills run against a plaintext loopback broker (mqtt://)")
+    relay = LinkRelay(config.broker.host, config.broker.port)
+    relay.start()
     agent = AgentProcess(
         agent_config(config, f"mqtt://127.0.0.1:{relay.port}", workdir), workdir / "agent.log"
     )
