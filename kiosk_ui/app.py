@@ -536,6 +536,7 @@ class KioskApp(App):
         data = {
             "tube": None if tube is None else (tube.tube, tube.count, tube.capacity),
             "members": list(tube.members) if tube is not None else [],
+            "names": k.member_names(tube.members) if tube is not None else [],
             "counters": k.station.counters(),
             "single": k.arm_single,
             "temp_needed": k.flow.state is State.MANUAL_TEMPERATURE,
@@ -571,10 +572,12 @@ class KioskApp(App):
             p.tube_text = f"{t('panel.open_tube', lang)} {name}  {count}/{capacity}"
         rows = p.ids.members
         rows.clear_widgets()
-        for pos, who in enumerate(data["members"], start=1):
+        for pos, (who, name) in enumerate(zip(data["members"], data["names"], strict=True), 1):
             rows.add_widget(
                 MemberRow(
-                    text=f"{pos}. {_short(who)}", resident=who, remove_text=t("panel.remove", lang)
+                    text=f"{pos}. {name} · {_short(who)}" if name else f"{pos}. {_short(who)}",
+                    resident=who,
+                    remove_text=t("panel.remove", lang),
                 )
             )
         c = data["counters"]

@@ -442,6 +442,16 @@ class Kiosk:
             self.language = language
             self.flow.start()  # publish the same view again, to redraw in the new language
 
+    def member_names(self, members: tuple[str, ...]) -> list[str]:
+        """The masked names of a tube's members as their check-ins recorded them."""
+        names: list[str] = []
+        for sub in members:
+            row = self.station.db.conn.execute(
+                "SELECT name FROM checkins WHERE resident = ? ORDER BY id DESC LIMIT 1", (sub,)
+            ).fetchone()
+            names.append(str(row[0]) if row is not None and row[0] else "")
+        return names
+
     def recent_alerts(self, limit: int = 3) -> list[tuple[str, str]]:
         """The station's latest alerts (kind, local time) from its own events."""
         rows = self.station.db.conn.execute(

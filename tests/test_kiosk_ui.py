@@ -275,6 +275,9 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
             )
         )
         capture("panel")
+        record["panel_members"] = ui.call(
+            lambda: [row.text for row in reversed(app.panel.ids.members.children)]
+        )
         # The hand-taken temperature, typed on the keypad.
         touch(lambda: app.panel.ids.manual_temp)
         for key in "36.5":
@@ -458,6 +461,7 @@ def test_staff_panel_by_touch(session: tuple[Path, dict[str, Any]]) -> None:
     assert record["pin_shown"] == "●●●●"
     assert record["screens"]["panel-zh"]["screen"] == "panel"
     assert "3/3" in record["screens"]["panel-en"]["panel_tube"]
+    assert record["panel_members"] == ["1. 张* · R1", "2. 王** · R3", "3. 李* · R2"]
     # the hand-taken temperature checked the resident in (the tube was full: waiting)
     assert record["after_hand_reading"]["state"] == "wait"
     assert "已封管" in record["after_seal"]["panel_message"]
