@@ -265,17 +265,21 @@ def parse_config(data: dict[str, Any], base: Path, origin: str = "<config>") -> 
         raise ConfigError(origin, problems) from None
 
 
-def load_config(path: Path | str) -> StationConfig:
-    """Read and validate a station configuration file, or raise ConfigError naming each key."""
-    path = Path(path)
+def read_toml(path: Path, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    """Read a TOML file, or raise ``error`` saying why it cannot be read."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+        raise error(str(path), [f"cannot read the file: {exc.strerror}"]) from None
     except UnicodeDecodeError:
-        raise ConfigError(str(path), ["the file is not UTF-8 text"]) from None
+        raise error(str(path), ["the file is not UTF-8 text"]) from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
-    return parse_config(data, path.resolve().parent, str(path))
+        raise error(str(path), [f"not valid TOML: {exc}"]) from None
+
+
+def load_config(path: Path | str) -> StationConfig:
+    """Read and validate a station configuration file, or raise ConfigError naming each key."""
+    path = Path(path)
+    return parse_config(read_toml(path), path.resolve().parent, str(path))

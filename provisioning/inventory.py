@@ -13,13 +13,12 @@ import copy
 import hashlib
 import json
 import re
-import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from firmware.config import StationConfig, parse_config
+from firmware.config import StationConfig, parse_config, read_toml
 from firmware.errors import ConfigError
 from provisioning.errors import InventoryError
 
@@ -364,14 +363,4 @@ def parse_inventory(data: dict[str, Any], base: Path, origin: str) -> Inventory:
 def load_inventory(path: Path | str) -> Inventory:
     """Read and validate an inventory file, or raise InventoryError naming station and key."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InventoryError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise InventoryError(str(path), ["the file is not UTF-8 text"]) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InventoryError(str(path), [f"not valid TOML: {exc}"]) from None
-    return parse_inventory(data, path.resolve().parent, str(path))
+    return parse_inventory(read_toml(path, InventoryError), path.resolve().parent, str(path))
