@@ -60,7 +60,6 @@ MARK_EVERY_S = 0.1
 MARK_BATCH = 500
 SHUTDOWN_WAIT_S = 5.0
 THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
-KIOSK_QUEUE_KEY = "kiosk.queue_length"
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,7 +551,7 @@ class Agent:
             )
         except OSError:
             free_mb = None
-        queue_len = state.get(KIOSK_QUEUE_KEY)
+        queue_len = state.get(outbox.KIOSK_QUEUE_KEY)
         alerts = {
             k.removeprefix("alert."): v
             for k, v in state.items()

@@ -65,7 +65,7 @@ def status(db_path: Path) -> dict[str, Any]:
                 for k, v in state.items()
                 if k.startswith("alert.") and v is not None
             },
-            "kiosk_queue_length": state.get("kiosk.queue_length"),
+            "kiosk_queue_length": state.get(outbox.KIOSK_QUEUE_KEY),
         }
     finally:
         db.conn.close()

@@ -23,6 +23,10 @@ from edge_agent.db import migrate, write_transaction
 
 COMPONENT = "outbox"
 
+# agent_state key under which the kiosk keeps the length of its waiting queue; the agent
+# reports it as telemetry `kiosk_queue_length`.
+KIOSK_QUEUE_KEY = "kiosk.queue_length"
+
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE outbox (

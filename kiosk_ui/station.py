@@ -86,8 +86,6 @@ BOX_DISPATCHED = "sampling.box.dispatched"
 ALERT_RAISED = "sampling.alert.raised"
 
 MAX_TEXT = 200
-# agent_state key the edge agent reports as telemetry `kiosk_queue_length`.
-QUEUE_LENGTH_KEY = "kiosk.queue_length"
 
 
 class TubeMode(StrEnum):
@@ -899,7 +897,7 @@ class Station:
     def _note_queue(self, conn: Any) -> None:
         """Tell the edge agent how many residents wait (it reports it as telemetry)."""
         n = int(conn.execute("SELECT count(*) FROM waiting").fetchone()[0])
-        outbox.set_state(conn, QUEUE_LENGTH_KEY, n)
+        outbox.set_state(conn, outbox.KIOSK_QUEUE_KEY, n)
 
     def _fill(self, conn: Any, tx: _Tx, mode: str, now: float) -> None:
         """Waiting residents join the open tube of ``mode`` in order while it has room."""
