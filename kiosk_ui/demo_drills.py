@@ -226,6 +226,7 @@ def _offline(c: _Codes) -> dict[str, Any]:
         {"expect": {"decision": "pool", "position": 6, "lights": {"main": "go"}}},
         {"touch": "seal"},
         {"wait": 1.0},
+        {"expect": {"link": "offline", "open_tube_count": 0}},
         {"gateway": "online"},
         {"scan": "TB2026112300052"},
         _show(c.code(), 36.6),

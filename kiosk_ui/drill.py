@@ -15,7 +15,9 @@ understands:
 - ``{"thermometer": "fault"}`` / ``{"thermometer": "ok"}``: the infrared module stops
   answering / works again; while it is faulty the steps' temperatures are entered by hand;
 - in ``expect``: ``screen`` (the kiosk screen: ``idle``, ``result``, ``wait``,
-  ``isolation``, ``staff``, ...) and ``alerts`` (how many alerts were raised so far).
+  ``isolation``, ``staff``, ...), ``alerts`` (how many alerts were raised so far) and
+  ``link`` (``online`` while the edge agent is connected to the broker, ``offline``
+  otherwise, as the sampler panel shows it).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ EXPECT_KEYS = (
     "lights",
     "screen",
     "alerts",
+    "link",
 )
 # primary key -> the keys allowed beside it
 STEP_KEYS: dict[str, tuple[str, ...]] = {
@@ -180,7 +183,7 @@ def _expect(value: Any, i: int) -> Expect:
         v = value.get(k)
         if k in value and v is not None and not (isinstance(v, int) and not isinstance(v, bool)):
             raise DrillError(f"{_where(i)}: expect {k!r} must be an integer or null, got {v!r}")
-    for k in ("decision", "reason", "lane", "tube", "screen"):
+    for k in ("decision", "reason", "lane", "tube", "screen", "link"):
         v = value.get(k)
         if k in value and v is not None and not isinstance(v, str):
             raise DrillError(f"{_where(i)}: expect {k!r} must be a string or null, got {v!r}")

@@ -574,6 +574,10 @@ class DrillRunner:
                 "SELECT count(*) FROM outbox WHERE type = 'sampling.alert.raised'"
             ).fetchone()
             return int(row[0])
+        if key == "link":
+            # As the panel shows it: connected, or not (lost, or trying again).
+            state = outbox.read_state(self._db).get("link.state")
+            return "online" if state == "online" else "offline"
         return self.outcome.get(key, _MISSING)
 
     def expect(self, i: int, step: Expect) -> None:
