@@ -141,3 +141,16 @@ def test_make_drills_writes_drills_and_only_public_keys(tmp_path: Path) -> None:
     for key in trust["keys"]:
         assert "d" not in key  # a JWK's private part
     assert len(list((tmp_path / "drills").glob("*.json"))) == 7
+
+
+@pytest.mark.timeout(60)
+def test_watch_prints_each_event_as_it_reaches_the_broker(
+    broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = drill_config(tmp_path / "station", broker.url)
+    drill = ROOT / "examples" / "drills" / "fever.json"
+    assert main(["simulate", "--config", str(config), "--scenario", str(drill), "--watch"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("broker <- ")]
+    assert lines[0] == "broker <- #1 sampling.tube.opened tube=TB2026112300011"
+    assert any("sampling.alert.raised" in ln and "kind=fever" in ln for ln in lines)
+    assert len(lines) == 8
