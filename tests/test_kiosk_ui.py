@@ -293,6 +293,18 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
         frames()
         touch(lambda: app.panel.ids.seal)
         record["after_seal"] = texts()
+        # The next tube takes the waiting residents; void it by touch, with a reason.
+        sim.scanner.feed("TB2026112300002")
+        frames()
+        record["next_tube"] = texts()
+        touch(lambda: app.panel.ids.void)
+        touch(lambda: _reason_button(app, 0))
+        record["after_void"] = texts()
+        # Pack the sealed tube: scan the box, touch dispatch.
+        sim.scanner.feed("BX20261123A1")
+        frames()
+        touch(lambda: app.panel.ids.dispatch)
+        record["after_dispatch"] = texts()
         # A resident without a code: the ID number typed on the keypad.
         touch(lambda: app.panel.ids.manual_id)
         for key in "11010519491231002X":
@@ -345,6 +357,11 @@ def _key(app: Any, key: str) -> Any:
         if w.text == key:
             return w
     raise LookupError(f"no key {key!r} on the keypad")
+
+
+def _reason_button(app: Any, index: int) -> Any:
+    box = app.void_view.children[0]
+    return list(reversed(box.children))[index]
 
 
 def _glyph_pixels(core_label: Any) -> dict[str, Any]:
@@ -466,6 +483,10 @@ def test_staff_panel_by_touch(session: tuple[Path, dict[str, Any]]) -> None:
     assert record["after_hand_reading"]["state"] == "wait"
     assert "已封管" in record["after_seal"]["panel_message"]
     assert record["after_id"]["state"] in ("result", "wait")
+    assert "TB2026112300002  2/3" in record["next_tube"]["panel_tube"]
+    assert "已作废" in record["after_void"]["panel_message"]
+    assert "BX20261123A1" in record["after_dispatch"]["panel_message"]
+    assert "1 支试管" in record["after_dispatch"]["panel_message"]
     assert record["screens"]["id_entry-en"]["entry_shown"] == "11010519491231002X"
     assert record["storage_fault"]["line1"] == t("fault.storage", "zh")
     assert record["after_clear_fault"]["state"] == "idle"
