@@ -11,6 +11,7 @@ import argparse
 import getpass
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from firmware.config import DEFAULT_CONFIG_PATH, load_config
@@ -46,7 +47,11 @@ def prepare_kivy(
         raise KivyError("Kivy was imported before the kiosk configured it")
     env[_PREPARED] = "window" if window else "offscreen"
     env.setdefault("KIVY_HOME", str(default_kivy_home()))
-    Path(env["KIVY_HOME"]).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(env["KIVY_HOME"]).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        # A service user without a writable home: Kivy's few files go to /tmp instead.
+        env["KIVY_HOME"] = tempfile.mkdtemp(prefix="station-kivy-")
     env["KIVY_NO_ARGS"] = "1"
     env.setdefault("KIVY_NO_CONSOLELOG", "1")
     env.setdefault("KIVY_NO_FILELOG", "1")
