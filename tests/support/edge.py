@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -155,6 +156,21 @@ def agent_process(config_path: Path, log: Path, *extra: str) -> subprocess.Popen
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def stop_agent(proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> int:
+    """SIGTERM the agent and wait for its exit code; a process that outlives ``timeout`` is
+    killed (never left behind) and the test fails with the end of its log."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        raise AssertionError(
+            f"the agent did not exit within {timeout}s of SIGTERM:\n" + log.read_text()[-3000:]
+        ) from None
 
 
 @contextmanager
