@@ -33,6 +33,7 @@ from kiosk_ui.flow import (
 )
 from kiosk_ui.rules import RuleViolation
 from kiosk_ui.station import Station
+from tests.support.contract import check_outbox
 from tests.support.station import Clock, make_config, rejected, resident
 
 
@@ -98,6 +99,12 @@ def kiosk(tmp_path: Path) -> Iterator[Kiosk]:
     yield k
     lights.close()
     station.close()
+    # every event the flow produced keeps the published contract, seq without gaps
+    conn = sqlite3.connect(config.storage.path)
+    try:
+        check_outbox(conn)
+    finally:
+        conn.close()
 
 
 def events(station: Station) -> list[tuple[str, dict[str, Any]]]:
