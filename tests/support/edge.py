@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -28,8 +33,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def station_config(
-    directory: Path, url: str, station: str = "K03", township: str = "T01", **broker: Any
+    directory: Path,
+    url: str,
+    station: str = "K03",
+    township: str = "T01",
+    storage: Path | None = None,
+    **broker: Any,
 ) -> tuple[Path, StationConfig]:
+    """A configuration file in ``directory``; the database there too unless ``storage``."""
     b: dict[str, Any] = {
         "url": url,
         "allow_plaintext": url.startswith("mqtt://"),
@@ -44,7 +55,7 @@ def station_config(
         {
             "station": {"id": station, "township": township},
             "broker": b,
-            "storage": {"path": str(directory / "station.db")},
+            "storage": {"path": str(storage or directory / "station.db")},
         },
     )
     return path, load_config(path)
@@ -213,3 +224,61 @@ def gateway_events(db_path: Path) -> list[dict[str, Any]]:
         return [json.loads(p) for (p,) in rows]
     finally:
         db.conn.close()
+
+
+@functools.cache
+def may_mount() -> bool:
+    """Whether this process may mount a tmpfs (root with CAP_SYS_ADMIN, not confined)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    probe = Path(tempfile.mkdtemp(prefix="tmpfs-probe-"))
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)],
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            return False
+        subprocess.run(["umount", str(probe)], check=True)
+        return True
+    finally:
+        probe.rmdir()
+
+
+@contextmanager
+def small_tmpfs(where: Path, size: str = "1m") -> Iterator[Path]:
+    """A real file system of ``size`` mounted at ``where`` (created), unmounted afterwards."""
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        check=True,
+    )
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def fill_filesystem(directory: Path, name: str = "filler") -> Path:
+    """Write a file in ``directory`` until its file system has not one byte left."""
+    path = directory / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for chunk in (b"\0" * 65536, b"\0" * 4096, b"\0"):
+            try:
+                while True:
+                    os.write(fd, chunk)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+    finally:
+        os.close(fd)
+    return path
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
