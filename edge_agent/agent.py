@@ -15,7 +15,10 @@ Delivery, in short:
   delivery: the agent raises an alert, drops the link and retries later from that event;
 - after every reconnect, and with end-to-end acks after ``ack_timeout_s`` without progress,
   sending starts again at the first event not known to be delivered, so the backlog drains
-  in order before anything newer.
+  in order before anything newer;
+- the agent's own writes (marks, state) may fail on a full disk: delivery goes on from what
+  the agent knows in memory, the marks are retried with a backoff (1 s doubling to 8 s) and
+  catch up once there is room. Until then a restart sends the unmarked events again.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ log = logging.getLogger(__name__)
 POLL_S = 0.05
 MARK_EVERY_S = 0.1
 MARK_BATCH = 500
+MARK_RETRY_MIN_S = 1.0  # after a failed bookkeeping write (a full disk), doubling up to
+MARK_RETRY_MAX_S = 8.0
 SHUTDOWN_WAIT_S = 5.0
 THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
 
@@ -152,6 +157,9 @@ class Agent:
         self.progress_at = 0.0
         self.marks: list[int] = []
         self.last_mark = 0.0
+        self.unrecorded_ack = 0  # the gateway acknowledged through here; not yet in the file
+        self.mark_failures = 0
+        self.mark_retry_at = 0.0
         self.next_telemetry = 0.0
         self.status_acked = threading.Event()
         self.delivered_count = 0
@@ -393,15 +401,13 @@ class Agent:
                 None,
             )
             return
-        try:
-            n = outbox.mark_delivered_through(self.db, through)
-        except StorageError as exc:
-            log.error("cannot mark events delivered through %d: %s", through, exc)
-            return
-        self.delivered_count += n
+        # The gateway has them: go on from there even while the file cannot say so yet.
         self.acked_through = through
         self.progress_at = self.clock()
         self.next_after = max(self.next_after, through)
+        self.unrecorded_ack = through
+        if self.clock() >= self.mark_retry_at:
+            self._record_ack()
 
     def _on_command(self, payload: bytes) -> None:
         cmd_id = commands.command_id(payload)
@@ -454,6 +460,9 @@ class Agent:
                     n = outbox.reopen_from(conn, seq)
             except StorageError as exc:
                 raise CommandError(f"not stored: {exc}") from exc
+            # Marks still waiting for room must not undo the resend.
+            self.marks = [s for s in self.marks if s < seq]
+            self.unrecorded_ack = min(self.unrecorded_ack, seq - 1)
             self.acked_through = min(self.acked_through, seq - 1)
             self.rewind_to = seq - 1
             return {"resending": n, "from": seq}
@@ -517,13 +526,20 @@ class Agent:
         return bool(rows)
 
     def _flush_marks(self, force: bool = False) -> None:
-        if not self.marks:
+        if not self.marks and not self.unrecorded_ack:
             return
         now = self.clock()
+        if not force and now < self.mark_retry_at:
+            return
         idle = not self.inflight
         if not (
             force or idle or len(self.marks) >= MARK_BATCH or now - self.last_mark >= MARK_EVERY_S
         ):
+            return
+        self.last_mark = now
+        if self.unrecorded_ack and not self._record_ack():
+            return
+        if not self.marks:
             return
         try:
             if self.e2e:
@@ -531,14 +547,37 @@ class Agent:
             else:
                 outbox.mark_delivered(self.db, self.marks)
         except StorageError as exc:
-            # The events stay undelivered in the file; they may be sent again, never lost.
-            log.error("cannot mark %d events: %s", len(self.marks), exc)
-            self.last_mark = now
+            self._mark_failed(f"cannot mark {len(self.marks)} events", exc)
             return
+        self._mark_recorded()
         if not self.e2e:
             self.delivered_count += len(self.marks)
         self.marks = []
-        self.last_mark = now
+
+    def _record_ack(self) -> bool:
+        try:
+            n = outbox.mark_delivered_through(self.db, self.unrecorded_ack)
+        except StorageError as exc:
+            self._mark_failed(f"cannot mark events delivered through {self.unrecorded_ack}", exc)
+            return False
+        self._mark_recorded()
+        self.delivered_count += n
+        self.unrecorded_ack = 0
+        return True
+
+    def _mark_failed(self, what: str, exc: StorageError) -> None:
+        # The events stay undelivered in the file: they may be sent again, never lost. Retry
+        # with a backoff, not at every turn of the loop (a full disk stays full for a while).
+        self.mark_failures += 1
+        delay = min(MARK_RETRY_MAX_S, MARK_RETRY_MIN_S * 2.0 ** (self.mark_failures - 1))
+        self.mark_retry_at = self.clock() + delay
+        log.error("%s: %s; next try in %.0f s", what, exc, delay)
+
+    def _mark_recorded(self) -> None:
+        if self.mark_failures:
+            log.info("deliveries recorded again after %d failed attempts", self.mark_failures)
+        self.mark_failures = 0
+        self.mark_retry_at = 0.0
 
     # --- telemetry --------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -13,13 +15,19 @@ from edge_agent.db import open_db
 from edge_agent.errors import StorageError
 from tests.support.contract import validate_event
 from tests.support.edge import (
+    agent_process,
     agent_thread,
     all_events,
+    cpu_seconds,
+    fill_filesystem,
     gateway_events,
     gateway_thread,
+    may_mount,
     produce,
+    small_tmpfs,
     station_config,
     station_db,
+    stop_agent,
     undelivered,
     wait_until,
 )
@@ -161,6 +169,87 @@ def test_full_disk_fails_the_kiosk_loudly_and_delivery_goes_on(
     kiosk.conn.close()
     result = audit(stored, rec.events())
     assert result.ok and result.distinct == 400, result
+
+
+@pytest.mark.skipif(
+    not may_mount(), reason="a real full file system needs root that may mount a tmpfs"
+)
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("e2e", [False, True], ids=["puback", "end-to-end-ack"])
+def test_real_full_disk_agent_delivers_everything_and_its_marks_catch_up(
+    tmp_path: Path, broker: Broker, e2e: bool
+) -> None:
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        config_path, config = station_config(
+            tmp_path,
+            broker.url,
+            storage=disk / "station.db",
+            end_to_end_ack=e2e,
+            ack_window=50,  # far less than the backlog: delivery must not wait for our writes
+            ack_timeout_s=2.0,
+            telemetry_interval_s=1.0,
+        )
+        db = station_db(config)  # the kiosk's connection: open throughout, as in service
+        stored = produce(db, config.source, 300, per_transaction=50)
+        # Everything into the database file, the WAL empty: any write now needs new space.
+        db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        filler = fill_filesystem(disk)
+        with pytest.raises(StorageError, match="disk is full"):
+            produce(db, config.source, 1)
+        assert outbox.last_seq(db) == 300  # nothing half-written
+        log = tmp_path / "agent.log"
+        gw_db = tmp_path / "gateway.db"
+        gateway = gateway_thread(broker.port, gw_db) if e2e else contextlib.nullcontext()
+        with Recorder(broker.port) as rec, gateway:
+            proc = agent_process(config_path, log)
+            try:
+                rec.wait_for(lambda r: len(r.distinct_event_ids()) == 300, 40, "all delivered")
+                # The agent could record none of it: the disk really is full.
+                assert undelivered(db) == 300
+                assert "cannot mark" in log.read_text() or "cannot record" in log.read_text()
+                rec.wait_for(
+                    lambda r: any(m.json()["disk_free_mb"] == 0 for m in r.on("telemetry")),
+                    10,
+                    "telemetry reporting the full disk",
+                )
+                # Idle on a full disk: no busy loop of failing writes, no flood of log lines.
+                cpu, lines = cpu_seconds(proc.pid), len(log.read_text().splitlines())
+                time.sleep(3)
+                assert proc.poll() is None, log.read_text()[-3000:]
+                assert cpu_seconds(proc.pid) - cpu < 0.6
+                assert len(log.read_text().splitlines()) - lines <= 6, log.read_text()[-3000:]
+                assert len(rec.events()) == 300  # each sent once while the link stayed up
+                # A restart on the full disk: the kiosk holds the WAL index open, so the new
+                # agent reads the file; knowing nothing delivered, it sends again.
+                assert stop_agent(proc, log) == 0
+                proc = agent_process(config_path, log)
+                rec.wait_for(
+                    lambda r: any(
+                        m.json().get("pid") == proc.pid and m.json()["state"] == "online"
+                        for m in r.on("status")
+                    ),
+                    20,
+                    "the restarted agent online",
+                )
+                if not e2e:
+                    rec.wait_for(lambda r: len(r.events()) == 600, 30, "sent again")
+                # Room again: the marks catch up, the kiosk writes again, delivery goes on.
+                filler.unlink()
+                wait_until(lambda: undelivered(db) == 0, 30, "marks recorded")
+                stored += produce(db, config.source, 50, per_transaction=10)
+                wait_until(lambda: undelivered(db) == 0, 30, "new events delivered")
+                rec.wait_for(lambda r: len(r.distinct_event_ids()) == 350, 20, "recorded")
+            finally:
+                code = stop_agent(proc, log)
+            assert code == 0, log.read_text()[-3000:]
+        db.conn.close()
+    result = audit(stored, rec.events())
+    assert result.ok and result.distinct == 350, result
+    # Nothing twice except what the restart sent again (dropped by id).
+    assert max(Counter(e["id"] for e in rec.events()).values()) <= 2
+    assert "Traceback" not in log.read_text()
+    if e2e:
+        assert [e["seq"] for e in gateway_events(gw_db)] == list(range(1, 351))
 
 
 @pytest.mark.timeout(60)
