@@ -455,14 +455,17 @@ class Agent:
                     f"resend_from must be at least {first}"
                 )
             self._flush_marks(force=True)
+            if self.marks or self.unrecorded_ack:
+                # Written later, the marks still waiting for room would undo the resend.
+                raise CommandError(
+                    "not stored: the station cannot record its deliveries now "
+                    "(is its disk full?); send the command again later"
+                )
             try:
                 with write_transaction(self.db) as conn:
                     n = outbox.reopen_from(conn, seq)
             except StorageError as exc:
                 raise CommandError(f"not stored: {exc}") from exc
-            # Marks still waiting for room must not undo the resend.
-            self.marks = [s for s in self.marks if s < seq]
-            self.unrecorded_ack = min(self.unrecorded_ack, seq - 1)
             self.acked_through = min(self.acked_through, seq - 1)
             self.rewind_to = seq - 1
             return {"resending": n, "from": seq}

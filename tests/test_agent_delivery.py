@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -219,6 +221,16 @@ def test_real_full_disk_agent_delivers_everything_and_its_marks_catch_up(
                 assert cpu_seconds(proc.pid) - cpu < 0.6
                 assert len(log.read_text().splitlines()) - lines <= 6, log.read_text()[-3000:]
                 assert len(rec.events()) == 300  # each sent once while the link stayed up
+                # A command that needs a write is refused with the reason, and not half-done.
+                cmd_id = str(uuid.uuid4())
+                command = {"id": cmd_id, "command": "resend_from", "args": {"seq": 1}}
+                rec.client.publish(f"{config.topic_prefix}/commands", json.dumps(command), 1)
+                rec.wait_for(
+                    lambda r: any(m.json()["id"] == cmd_id for m in r.on("replies")), 10, "reply"
+                )
+                reply = next(m.json() for m in rec.on("replies") if m.json()["id"] == cmd_id)
+                assert reply["ok"] is False and "not stored" in reply["error"], reply
+                assert len(rec.events()) == 300 and undelivered(db) == 300
                 # A restart on the full disk: the kiosk holds the WAL index open, so the new
                 # agent reads the file; knowing nothing delivered, it sends again.
                 assert stop_agent(proc, log) == 0
