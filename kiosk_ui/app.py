@@ -44,13 +44,14 @@ from kivy.uix.widget import Widget
 from firmware.config import StationConfig
 from firmware.errors import StationError
 from firmware.hardware import Hardware, build_hardware
+from firmware.systemd import Notifier
 from kiosk_ui import fonts
 from kiosk_ui.codes import Reason, rejection_message
 from kiosk_ui.flow import State, View
 from kiosk_ui.i18n import STRINGS, Language, t
 from kiosk_ui.national_id import NationalIdError
 from kiosk_ui.rules import RuleViolation
-from kiosk_ui.runtime import Kiosk, LoopThread, build
+from kiosk_ui.runtime import CORE_STALL_S, Kiosk, LoopThread, Watchdog, build
 from kiosk_ui.speech import EspeakSpeaker
 
 log = logging.getLogger(__name__)
@@ -250,6 +251,9 @@ class KioskApp(App):
         self._last_frame = time.monotonic()
         self._measuring_gaps = False
         self._events: list[Any] = []
+        self.on_ready: list[Callable[[], None]] = []
+        self.first_frame_at: float | None = None  # time.monotonic() of the first flip
+        self.ready_at: float | None = None
 
     def _ui(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the UI thread (from the core thread)."""
@@ -278,7 +282,30 @@ class KioskApp(App):
             Clock.schedule_interval(lambda dt: self._core(self._gather_status), 2.0),
             Clock.schedule_interval(self._frame, 0),
         ]
+        Window.bind(on_flip=self._flipped)
         return sm
+
+    def _flipped(self, *_: Any) -> None:
+        """Each frame as it goes to the screen, until the one showing the flow's view."""
+        if self.first_frame_at is None:
+            self.first_frame_at = time.monotonic()
+        if self.view is None or self.ready_at is not None:
+            return
+        Window.unbind(on_flip=self._flipped)
+        self.ready_at = time.monotonic()
+        Clock.schedule_once(lambda dt: self._became_ready(), 0)
+
+    def _became_ready(self) -> None:
+        for fn in list(self.on_ready):
+            fn()
+
+    def every(self, interval_s: float, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` on the UI thread every ``interval_s`` until the app stops."""
+
+        def call(_dt: float) -> None:
+            fn()  # whatever it returns: a False would unschedule the interval
+
+        self._events.append(Clock.schedule_interval(call, interval_s))
 
     def on_start(self) -> None:
         self._core(self.kiosk.flow.start)  # the view on screen now, to the new screens
@@ -782,9 +809,22 @@ def speaker_for(config: StationConfig) -> EspeakSpeaker | None:
 
 
 class Running:
-    """One kiosk with its core thread and its app, built and torn down together."""
+    """One kiosk with its core thread and its app, built and torn down together.
 
-    def __init__(self, config: StationConfig, hardware: Hardware) -> None:
+    Under systemd (``NOTIFY_SOCKET`` set) it says ``READY=1`` once the first frame showing
+    the flow's view is on the screen, then ``WATCHDOG=1`` from the UI loop every half of
+    ``WatchdogSec`` while the core thread answers too (:class:`~kiosk_ui.runtime.Watchdog`,
+    ``core_stall_s``), and ``STOPPING=1`` when it leaves. Elsewhere that is all a no-op.
+    """
+
+    def __init__(
+        self,
+        config: StationConfig,
+        hardware: Hardware,
+        *,
+        notifier: Notifier | None = None,
+        core_stall_s: float = CORE_STALL_S,
+    ) -> None:
         self.core = LoopThread()
         self.kiosk = build(
             config, hardware=hardware, post=self.core.post, speaker=speaker_for(config)
@@ -792,6 +832,18 @@ class Running:
         self.core.set_tick(self.kiosk.tick)
         self.app = KioskApp(self.kiosk, self.core)
         self.screens = KivyUi()
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.watchdog = Watchdog(self.notifier, self.core, core_stall_s)
+        self.app.on_ready.append(self._ready)
+
+    def _ready(self) -> None:
+        """On the UI thread, after the first frame with the flow's view."""
+        cfg = self.kiosk.config.station
+        self.notifier.ready(f"kiosk {cfg.id} showing {self.kiosk.flow.state.value}")
+        interval = self.notifier.watchdog_interval_s()
+        if interval:
+            self.watchdog.ping()
+            self.app.every(interval, self.watchdog.ping)
 
     def run(self) -> None:
         self.core.start()
@@ -800,6 +852,7 @@ class Running:
             self.core.call(self.kiosk.start)
             self.app.run()
         finally:
+            self.notifier.stopping()
             try:
                 # On the core thread, so it comes after the start the app posted there.
                 self.core.call(self.kiosk.stop)
@@ -840,10 +893,15 @@ def run_with_app(
 
 def run_kiosk(config: StationConfig) -> int:
     """``station kiosk``: the screens on the configured devices until closed or SIGTERM."""
-    running = Running(config, build_hardware(config))
+    return serve(Running(config, build_hardware(config)))
+
+
+def serve(running: Running) -> int:
+    """Run a built kiosk on this (main) thread until its window closes or SIGTERM."""
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
-        # systemd stops the kiosk with SIGTERM: leave the main loop, then close everything.
+        # systemd stops the kiosk with SIGTERM: leave the main loop, then close everything
+        # (Running.run says STOPPING=1 first).
         Clock.schedule_once(lambda dt: running.app.stop(), 0)
 
     signal.signal(signal.SIGTERM, stop)

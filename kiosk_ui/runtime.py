@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 Post = Callable[[Callable[[], None]], None]
 MEASURE_TIMEOUT_S = 5.0
 PROBE_EVERY_S = 5.0
+CORE_STALL_S = 20.0  # see Watchdog
 DRILL_SAMPLER = "drill"
 
 
@@ -55,6 +57,16 @@ class LoopThread:
         self._thread: threading.Thread | None = None
         self.ident: int | None = None
         self.max_gap_s = 0.0
+        self._busy_since: float | None = None
+
+    def stalled_for(self) -> float:
+        """How long the loop has been inside one call (0 while it waits for work); infinite
+        when it is not running at all (never started, stopped, or its thread died)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return math.inf
+        since = self._busy_since
+        return 0.0 if since is None else max(0.0, time.monotonic() - since)
 
     def post(self, fn: Callable[[], None]) -> None:
         self._queue.put(fn)
@@ -107,16 +119,57 @@ class LoopThread:
             except queue.Empty:
                 fn = None
             started = time.monotonic()
+            self._busy_since = started
             if fn is not None:
                 try:
                     fn()
                 except Exception:
                     # Posted work reports its own errors; the loop must outlive any of them.
                     log.exception("a call on the kiosk's loop failed")
-            elif self._tick is not None and started >= next_tick:
-                self._tick()
+            elif started >= next_tick:
+                if self._tick is not None:
+                    self._tick()
                 next_tick = started + self._tick_s
+            self._busy_since = None
             self.max_gap_s = max(self.max_gap_s, time.monotonic() - started)
+
+
+class Watchdog:
+    """Whether the kiosk may tell systemd it is alive, asked from the UI loop.
+
+    The UI loop calling :meth:`ping` proves the screens answer; the core thread (the flow,
+    the rules and every commit) must answer too, or residents would see a screen that never
+    moves on. A call on the core may wait for the disk and for the edge agent's write lock
+    (SQLite's busy timeout, ``edge_agent.db.BUSY_TIMEOUT_MS``, 10 s) and for a staff PIN's
+    hash, so the core counts as stuck only after ``stall_s`` (``CORE_STALL_S``, twice that
+    busy timeout) inside one call, or as soon as its thread is gone. Then the pings stop,
+    and systemd restarts the kiosk once ``WatchdogSec`` has passed without one.
+    """
+
+    def __init__(self, notifier: Any, core: LoopThread, stall_s: float = CORE_STALL_S) -> None:
+        self.notifier = notifier
+        self.core = core
+        self.stall_s = stall_s
+        self.withheld = False
+
+    def healthy(self) -> bool:
+        return self.core.stalled_for() <= self.stall_s
+
+    def ping(self) -> bool:
+        """Send ``WATCHDOG=1`` if the core thread answers; True when sent."""
+        if not self.healthy():
+            if not self.withheld:
+                stalled = self.core.stalled_for()
+                log.error(
+                    "the kiosk's core thread %s: no more watchdog pings, systemd restarts us",
+                    "is gone" if math.isinf(stalled) else f"is stuck for {stalled:.1f} s",
+                )
+            self.withheld = True
+            return False
+        if self.withheld:
+            log.warning("the kiosk's core thread answers again: watchdog pings resume")
+            self.withheld = False
+        return bool(self.notifier.watchdog())
 
 
 class MeasureWorker:
