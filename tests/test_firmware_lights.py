@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from gpiozero import LED
 from gpiozero.exc import GPIOPinInUse, PinInvalidPin
-from gpiozero.pins.mock import MockFactory
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,6 +15,7 @@ from firmware.config import LightsSection, parse_config
 from firmware.errors import ConfigError, LightsError, PinMapError
 from firmware.lights import GREEN_OUTPUTS, OUTPUTS, STATES, LaneLights, lights_for, plan
 from tests.support.config import BASE
+from tests.support.pin_timeline import TimelineFactory, phases, wait_until
 
 PINS = LightsSection()
 BASE_DIR = Path("/nonexistent")
@@ -23,7 +23,7 @@ BASE_DIR = Path("/nonexistent")
 
 @pytest.fixture
 def factory():
-    f = MockFactory()
+    f = TimelineFactory()
     yield f
     f.reset()
 
@@ -41,24 +41,6 @@ def pin(factory, output: str):
 
 def levels(factory) -> dict[str, bool]:
     return {name: bool(pin(factory, name).state) for name in OUTPUTS}
-
-
-def high_intervals(factory, output: str, end: float) -> list[tuple[float, float]]:
-    """When the output's pin was high, from its recorded timeline (MockPin records the time
-    since the previous change; the timelines start together at ``clear_states``)."""
-    out: list[tuple[float, float]] = []
-    since: float | None = None
-    t = 0.0
-    for s in pin(factory, output).states:
-        t += s.timestamp
-        if s.state and since is None:
-            since = t
-        elif not s.state and since is not None:
-            out.append((since, t))
-            since = None
-    if since is not None:
-        out.append((since, end))
-    return out
 
 
 # -- the fake refuses what the board refuses -----------------------------------------------
@@ -96,47 +78,107 @@ def test_every_state_lights_its_outputs_and_snapshot_names_them(factory, lights)
     assert lights.snapshot() == {"main": "idle", "green": "idle", "isolation": "idle"}
 
 
+# Blink timing. The pattern runs on gpiozero's blink threads in real time, so the checks
+# rest on what a loaded machine cannot change: the order and count of pin changes in one
+# timeline, and lower bounds on each phase (a thread's wait never ends early). Upper bounds
+# are generous and apply to the shortest of several phases: one late wake-up cannot fail
+# them, a wrong rate does.
+EARLY = 0.02  # timer granularity: a phase may be measured this much under its nominal time
+LATE = 0.3  # how much a loaded machine may stretch the shortest of several phases
+
+
+def lit_count(factory: TimelineFactory, mark: int, output: str) -> int:
+    return sum(1 for c in factory.since(mark, getattr(PINS, output)) if c.state)
+
+
+def only_changed(factory: TimelineFactory, mark: int) -> set[str]:
+    names = {f"GPIO{getattr(PINS, name)}": name for name in OUTPUTS}
+    return {names[c.pin] for c in factory.since(mark)}
+
+
 def test_wait_blinks_amber_at_one_hertz(factory, lights) -> None:
-    amber = pin(factory, "main_amber")
-    amber.clear_states()
+    mark = factory.mark()
+    shown = time.monotonic()
     lights.show("wait")
-    time.sleep(1.25)
+    assert wait_until(lambda: lit_count(factory, mark, "main_amber") >= 3)
+    running = factory.mark()
     lights.show("idle")
-    # MockPin records each change with the time since the previous one: dark, on at once,
-    # off after 0.5 s, on after 0.5 s, ..., off for idle.
-    assert [s.state for s in amber.states][:3] == [False, True, False]
-    ons = [i for i, s in enumerate(amber.states) if s.state]
-    assert len(ons) >= 2
-    first_on = ons[0]
-    assert amber.states[first_on].timestamp < 0.1  # lit at once
-    assert amber.states[first_on + 1].timestamp == pytest.approx(0.5, abs=0.15)  # on 0.5 s
-    assert amber.states[first_on + 2].timestamp == pytest.approx(0.5, abs=0.15)  # off 0.5 s
-    assert not amber.states[-1].state  # dark after idle
+    amber = factory.since(mark, PINS.main_amber)
+    assert amber[0].state
+    # Lit at once: a first dark phase could not end before 0.5 s; this bound only allows for
+    # a blink thread that starts late.
+    assert amber[0].t - shown < 0.5 - 0.05
+    assert not amber[-1].state  # dark after idle
+    on, off = phases(factory.since(mark, PINS.main_amber, until=running))
+    assert len(on) >= 2
+    assert len(off) >= 2
+    assert min(on + off) >= 0.5 - EARLY  # on 0.5 s, off 0.5 s
+    assert min(on) < 0.5 + LATE
+    assert min(off) < 0.5 + LATE
+    assert only_changed(factory, mark) == {"main_amber"}
 
 
 def test_isolate_flashes_the_beacon_and_beeps_three_times(factory, lights) -> None:
-    buzzer = pin(factory, "buzzer")
-    buzzer.clear_states()
+    mark = factory.mark()
     lights.show("isolate")
-    time.sleep(1.6)
-    beeps = sum(1 for s in buzzer.states if s.state)
-    assert beeps == 3
-    assert not buzzer.state  # three beeps, then silence
-    beacon_flashes = sum(1 for s in pin(factory, "isolation_beacon").states if s.state)
-    assert beacon_flashes >= 3  # still flashing
+    buzzer_pin, beacon_pin = PINS.buzzer, PINS.isolation_beacon
+
+    def beeps_done() -> bool:
+        buzz = factory.since(mark, buzzer_pin)
+        return len(buzz) >= 6 and not buzz[-1].state
+
+    assert wait_until(beeps_done)
+    last_beep = factory.since(mark, buzzer_pin)[-1].t
+    # The beacon's own rhythm as the clock: two more flashes after the last beep is longer
+    # than one beep cycle (0.5 s) on any machine, so a fourth beep would have begun.
+    assert wait_until(
+        lambda: sum(1 for c in factory.since(mark, beacon_pin) if c.state and c.t > last_beep) >= 2
+    )
+    running = factory.mark()
+    buzz = factory.since(mark, buzzer_pin)
+    assert [c.state for c in buzz] == [True, False] * 3  # three beeps, then silence
+    beep_on, beep_off = phases(buzz)
+    assert min(beep_on) >= 0.2 - EARLY
+    assert min(beep_off) >= 0.3 - EARLY
+    assert min(beep_on) < 0.2 + LATE
+    beacon = factory.since(mark, beacon_pin, until=running)
+    assert beacon[0].state
+    flash_on, flash_off = phases(beacon)
+    assert len(flash_on) >= 3  # still flashing after the beeps
+    assert min(flash_on + flash_off) >= 0.25 - EARLY  # 2 Hz
+    assert min(flash_on) < 0.25 + LATE
+    assert [c.state for c in factory.since(mark, PINS.main_red)] == [True]  # steady red
+    assert only_changed(factory, mark) == {"main_red", "isolation_beacon", "buzzer"}
     lights.show("idle")
+    assert not any(levels(factory).values())
 
 
 def test_fault_blinks_amber_fast_and_nothing_else(factory, lights) -> None:
+    mark = factory.mark()
     lights.show("fault")
-    time.sleep(0.6)
-    assert sum(1 for s in pin(factory, "main_amber").states if s.state) >= 2  # 4 Hz
-    for name in ("main_green", "green_lane", "isolation_beacon", "main_red"):
-        assert not any(s.state for s in pin(factory, name).states)
+    assert wait_until(lambda: lit_count(factory, mark, "main_amber") >= 4)
+    running = factory.mark()
+    on, off = phases(factory.since(mark, PINS.main_amber, until=running))
+    assert len(on) >= 3
+    assert min(on + off) >= 0.125 - EARLY
+    # 4 Hz, not the wait state's 1 Hz: a slow blink's phases never last under 0.5 s.
+    assert min(on) < 0.125 + LATE
+    assert min(off) < 0.125 + LATE
+    assert only_changed(factory, mark) == {"main_amber"}
     assert lights.snapshot()["main"] == "fault"
 
 
-def test_green_never_overlaps_the_isolation_beacon_across_transitions(factory, lights) -> None:
+# Outputs each station state may light (for "go", over every lane).
+ALLOWED = [
+    {"main_green"},
+    {"green_lane"},
+    {"main_amber"},
+    {"main_red"},
+    {"main_red", "isolation_beacon", "buzzer"},
+]
+
+
+def test_no_two_states_ever_show_at_once_across_transitions(factory, lights) -> None:
     sequence = [
         ("go", "main"),
         ("isolate", None),
@@ -146,21 +188,26 @@ def test_green_never_overlaps_the_isolation_beacon_across_transitions(factory, l
         ("isolate", None),
         ("go", "single"),
         ("fault", None),
+        ("go", "green"),
     ]
-    for name in OUTPUTS:
-        pin(factory, name).clear_states()
+    names = {f"GPIO{getattr(PINS, name)}": name for name in OUTPUTS}
+    mark = factory.mark()
     for state, lane in sequence:
+        before = factory.mark()
         lights.show(state, lane)  # type: ignore[arg-type]
-        time.sleep(0.06)
-    end = 1e9
-    beacon = high_intervals(factory, "isolation_beacon", end)
-    assert beacon  # the beacon did light
-    for green in GREEN_OUTPUTS:
-        lit = high_intervals(factory, green, end)
-        assert lit
-        for g0, g1 in lit:
-            for b0, b1 in beacon:
-                assert g1 <= b0 or b1 <= g0, f"{green} lit while the beacon was on"
+        # Let each state's blinking outputs light before the next change.
+        for name, want in lights.expected_outputs().items():
+            if want is None:
+                assert wait_until(lambda n=name, m=before: lit_count(factory, m, n) >= 1)
+    lit: set[str] = set()
+    seen_lit: set[str] = set()
+    for change in factory.since(mark):
+        name = names[change.pin]
+        (lit.add if change.state else lit.discard)(name)
+        seen_lit |= lit
+        assert any(lit <= allowed for allowed in ALLOWED), f"{sorted(lit)} lit together"
+        assert not (lit & GREEN_OUTPUTS and "isolation_beacon" in lit)
+    assert {"main_green", "green_lane", "isolation_beacon", "main_amber"} <= seen_lit
 
 
 @given(st.sampled_from(STATES), st.sampled_from(["main", "green", "single", None]))
