@@ -63,6 +63,8 @@ MARK_EVERY_S = 0.1
 MARK_BATCH = 500
 MARK_RETRY_MIN_S = 1.0  # after a failed bookkeeping write (a full disk), doubling up to
 MARK_RETRY_MAX_S = 8.0
+OPEN_RETRY_MIN_S = 1.0
+OPEN_RETRY_MAX_S = 60.0
 SHUTDOWN_WAIT_S = 5.0
 THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
 
@@ -674,5 +676,29 @@ def build(config: StationConfig, settings: LinkSettings | None = None) -> Agent:
     link = settings or link_settings(config)
     check_transport(link)
     db = open_db(config.storage.path)
-    outbox.install(db)
+    try:
+        outbox.install(db)
+    except BaseException:
+        db.conn.close()
+        raise
     return Agent(config, db, settings=link)
+
+
+def build_when_possible(
+    config: StationConfig, stop: threading.Event, settings: LinkSettings | None = None
+) -> Agent | None:
+    """``build``, waiting (1 s doubling to 60 s) while the database cannot be opened.
+
+    On a full disk no process can open a WAL database that nobody holds open (its index
+    needs room); waiting here, rather than exiting for systemd to start the agent again
+    every few seconds, costs nothing until there is room. None once ``stop`` is set.
+    """
+    delay = OPEN_RETRY_MIN_S
+    while True:
+        try:
+            return build(config, settings)
+        except StorageError as exc:
+            log.error("%s; next try in %.0f s", exc, delay)
+        if stop.wait(delay):
+            return None
+        delay = min(OPEN_RETRY_MAX_S, delay * 2)

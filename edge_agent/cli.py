@@ -6,13 +6,14 @@ import argparse
 import json
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from edge_agent import outbox
-from edge_agent.agent import build
+from edge_agent.agent import Agent, build_when_possible
 from edge_agent.db import open_db
 from firmware.config import DEFAULT_CONFIG_PATH, load_config
 
@@ -35,13 +36,21 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.action == "status":
         return _status(config.storage.path, args.json)
-    agent = build(config)
+    stop = threading.Event()
+    agent: Agent | None = None
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
-        agent.request_stop()
+        stop.set()
+        if agent is not None:
+            agent.request_stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    agent = build_when_possible(config, stop)
+    if agent is None:
+        return 0
+    if stop.is_set():
+        agent.request_stop()
     agent.run()
     return 0
 

@@ -8,6 +8,7 @@ on a lock upgrade, and a busy timeout absorbs the other's short commits.
 from __future__ import annotations
 
 import logging
+import shutil
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ BUSY_TIMEOUT_MS = 10_000
 def open_db(path: Path | str) -> sqlite_utils.Database:
     """Open (creating if needed) the station database with the durability pragmas."""
     path = Path(path)
+    conn: sqlite3.Connection | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
@@ -36,11 +38,27 @@ def open_db(path: Path | str) -> sqlite_utils.Database:
             raise StorageError(f"{path}: the file system does not support WAL (got {mode})")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
-    except sqlite3.Error as exc:
-        raise StorageError(f"{path}: cannot open the station database: {exc}") from exc
-    except OSError as exc:
-        raise StorageError(f"{path}: cannot create the station database: {exc}") from exc
+    except (sqlite3.Error, OSError, StorageError) as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, StorageError):
+            raise
+        if isinstance(exc, OSError):
+            raise StorageError(f"{path}: cannot create the station database: {exc}") from exc
+        raise StorageError(
+            f"{path}: cannot open the station database: {exc}{_free_space_hint(path)}"
+        ) from exc
     return sqlite_utils.Database(conn)
+
+
+def _free_space_hint(path: Path) -> str:
+    # Even reading a WAL database needs room for its index (the -shm file, 32 KiB) when no
+    # other process holds it open: on a full disk SQLite says only "disk I/O error".
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return ""
+    return f" (its file system has only {free} bytes free)" if free < 1 << 20 else ""
 
 
 @contextmanager

@@ -264,6 +264,51 @@ def test_real_full_disk_agent_delivers_everything_and_its_marks_catch_up(
         assert [e["seq"] for e in gateway_events(gw_db)] == list(range(1, 351))
 
 
+@pytest.mark.skipif(
+    not may_mount(), reason="a real full file system needs root that may mount a tmpfs"
+)
+@pytest.mark.timeout(90)
+def test_agent_waits_while_a_full_disk_leaves_no_room_to_open_the_database(
+    tmp_path: Path, broker: Broker
+) -> None:
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        config_path, config = station_config(tmp_path, broker.url, storage=disk / "station.db")
+        db = station_db(config)
+        stored = produce(db, config.source, 100, per_transaction=20)
+        db.conn.close()  # the last connection: SQLite removes the WAL and its index
+        filler = fill_filesystem(disk)
+        assert not (disk / "station.db-shm").exists()
+        # Even reading needs room for the WAL index now.
+        with pytest.raises(StorageError, match="bytes free"):
+            station_db(config)
+        log = tmp_path / "agent.log"
+        with Recorder(broker.port) as rec:
+            proc = agent_process(config_path, log)
+            try:
+                wait_until(lambda: log.read_text().count("next try in") >= 2, 20, "retrying")
+                # Waiting in the process, not exiting to be started again every few seconds.
+                assert proc.poll() is None, log.read_text()
+                assert "bytes free" in log.read_text()
+                filler.unlink()
+                rec.wait_for(lambda r: len(r.distinct_event_ids()) == 100, 20, "delivered")
+            finally:
+                code = stop_agent(proc, log)
+            assert code == 0, log.read_text()[-3000:]
+            # SIGTERM while waiting for room: a clean, prompt exit.
+            filler = fill_filesystem(disk)
+            assert not (disk / "station.db-shm").exists()
+            proc = agent_process(config_path, log)
+            wait_until(lambda: log.read_text().count("next try in") >= 3, 20, "waiting again")
+            assert stop_agent(proc, log, timeout=5) == 0
+            filler.unlink()
+        db = station_db(config)
+        assert undelivered(db) == 0
+        db.conn.close()
+    result = audit(stored, rec.events())
+    assert result.ok and result.distinct == 100, result
+    assert "Traceback" not in log.read_text()
+
+
 @pytest.mark.timeout(60)
 def test_unacknowledged_events_are_sent_again_after_the_ack_timeout(
     tmp_path: Path, broker: Broker
