@@ -227,6 +227,7 @@ def test_decode_worker_on_the_pi_camera_reads_codes_and_reports_a_stall(
         picam,
         make_engine("zxing"),
         payloads,
+        repeat_suppress_s=60.0,
         frame_timeout_s=0.1,
         on_fault=faults.append,
         on_recover=recovered.set,
