@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -26,6 +22,7 @@ from kiosk_ui.cli import main as station_main
 from kiosk_ui.station import Station
 from tests.support.config import write_config
 from tests.support.contract import check_outbox
+from tests.support.edge import may_mount, small_tmpfs
 from tests.support.station import Rig, open_station, rejected, resident
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,49 +105,18 @@ def test_full_database_raises_and_writes_nothing(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "tmpfs"
-    where.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs: {done.stderr.decode(errors='replace')}")
-    try:
+def store_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    with small_tmpfs(tmp_path / "tmpfs", "256k") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=True)
 
 
-@functools.cache
-def _may_mount() -> bool:
-    """Whether this process may mount a tmpfs (root with CAP_SYS_ADMIN, not confined)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        return False
-    probe = Path(tempfile.mkdtemp(prefix="tmpfs-probe-"))
-    try:
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)],
-            capture_output=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            return False
-        subprocess.run(["umount", str(probe)], check=True)
-        return True
-    finally:
-        probe.rmdir()
-
-
-@pytest.mark.skipif(not _may_mount(), reason="mounting a small tmpfs needs root, unconfined")
-def test_full_disk_raises_and_writes_nothing(tmp_path: Path, small_tmpfs: Path) -> None:
+@pytest.mark.skipif(not may_mount(), reason="mounting a small tmpfs needs root, unconfined")
+def test_full_disk_raises_and_writes_nothing(tmp_path: Path, store_tmpfs: Path) -> None:
     rig = open_station(tmp_path, {"pool_size": 4})
     rig.station.close()
     config = rig.config.model_copy(
         update={
-            "storage": rig.config.storage.model_copy(update={"path": small_tmpfs / "station.db"})
+            "storage": rig.config.storage.model_copy(update={"path": store_tmpfs / "station.db"})
         }
     )
     station = Station.open(config, clock=rig.clock)

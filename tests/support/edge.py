@@ -227,6 +227,7 @@ def gateway_events(db_path: Path) -> list[dict[str, Any]]:
 
 
 @functools.cache
+@functools.cache
 def may_mount() -> bool:
     """Whether this process may mount a tmpfs (root with CAP_SYS_ADMIN, not confined)."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
