@@ -26,6 +26,7 @@ from kivy.clock import Clock
 from kivy.core.text import LabelBase
 from kivy.core.window import Window
 from kivy.graphics import Color, Ellipse, Line, Triangle
+from kivy.graphics.opengl import glFlush
 from kivy.graphics.texture import Texture
 from kivy.lang import Builder
 from kivy.properties import (
@@ -37,6 +38,7 @@ from kivy.properties import (
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.label import Label
+from kivy.uix.layout import Layout
 from kivy.uix.modalview import ModalView
 from kivy.uix.screenmanager import NoTransition, Screen, ScreenManager
 from kivy.uix.widget import Widget
@@ -47,10 +49,10 @@ from firmware.hardware import Hardware, build_hardware
 from firmware.systemd import Notifier
 from kiosk_ui import fonts
 from kiosk_ui.codes import Reason, rejection_message
-from kiosk_ui.flow import State, View
+from kiosk_ui.flow import FaultKind, State, View
 from kiosk_ui.i18n import STRINGS, Language, t
 from kiosk_ui.national_id import NationalIdError
-from kiosk_ui.rules import RuleViolation
+from kiosk_ui.rules import RuleViolation, Thresholds
 from kiosk_ui.runtime import CORE_STALL_S, Kiosk, LoopThread, Watchdog, build
 from kiosk_ui.speech import EspeakSpeaker
 
@@ -134,7 +136,7 @@ class CachedLabel(Label):
     more. Textures are kept by text and every drawing option, up to ``LIMIT`` of them.
     """
 
-    LIMIT = 256
+    LIMIT = 512  # the resident screen's fixed texts (about 250, warmed at start) and more
     _cache: ClassVar[OrderedDict[tuple[Any, ...], Any]] = OrderedDict()
 
     def texture_update(self, *largs: Any) -> None:
@@ -142,12 +144,22 @@ class CachedLabel(Label):
         if not text:
             super().texture_update(*largs)
             return
-        key = (text, *sorted((k, repr(v)) for k, v in self._label.options.items()))
+        # ``text_size`` is kept apart from the other options, as the core label's usersize
+        key = (
+            text,
+            repr(self._label.usersize),
+            *sorted((k, repr(v)) for k, v in self._label.options.items()),
+        )
         texture = self._cache.get(key)
         if texture is None:
             super().texture_update(*largs)
             drawn: Any = getattr(self, "texture", None)
             if drawn is not None:
+                # Kivy fills a label's texture when it is first drawn, from whatever text
+                # its core label holds by then, and refills the same texture for the next
+                # text of the same size: fill it now, and let the next text have its own.
+                drawn.bind()
+                self._label.texture = None
                 self._cache[key] = drawn
                 while len(self._cache) > self.LIMIT:
                     self._cache.popitem(last=False)
@@ -156,6 +168,15 @@ class CachedLabel(Label):
         self.texture = texture
         self.texture_size = list(texture.size)
         self.is_shortened = False
+
+    def prepare(self, text: str) -> None:
+        """Draw ``text`` with this label's options into the cache, as if shown; the label
+        shows its own text again afterwards."""
+        shown = str(getattr(self, "text", ""))
+        self.text = text
+        self.texture_update()
+        self.text = shown
+        self.texture_update()
 
 
 class GuideBox(Widget):
@@ -181,7 +202,9 @@ class ResidentScreen(Screen):
     title = StringProperty("")
     line1 = StringProperty("")
     line2 = StringProperty("")
-    line3 = StringProperty("")
+    line3 = StringProperty("")  # the two pieces below, as one line of text
+    line3a = StringProperty("")
+    line3b = StringProperty("")
     banner = StringProperty("")
     lang_text = StringProperty("")
     staff_text = StringProperty("")
@@ -283,7 +306,15 @@ class KioskApp(App):
             Clock.schedule_interval(self._frame, 0),
         ]
         Window.bind(on_flip=self._flipped)
+        Window.bind(on_flip=self._submit_frame)
         return sm
+
+    def _submit_frame(self, *_: Any) -> None:
+        """Hand each finished frame to the GPU now. A display's buffer swap does so anyway;
+        the offscreen window (drills, tests) has none, and software GL (Mesa's llvmpipe)
+        would keep the frames queued until a new text's texture forces it to draw them all
+        at once, on the UI thread, tens of milliseconds."""
+        glFlush()
 
     def _flipped(self, *_: Any) -> None:
         """Each frame as it goes to the screen, until the one showing the flow's view."""
@@ -296,8 +327,86 @@ class KioskApp(App):
         Clock.schedule_once(lambda dt: self._became_ready(), 0)
 
     def _became_ready(self) -> None:
+        started = time.monotonic()
+        count = self.warm_texts()
+        log.info("%d texts drawn ahead in %.2f s", count, time.monotonic() - started)
         for fn in list(self.on_ready):
             fn()
+
+    def warm_texts(self) -> int:
+        """Draw every fixed text of the resident screen, in both languages, before the first
+        resident: titles, prompts, lanes, tube places ``k/n`` and temperatures. New large
+        CJK textures cost a frame and more when made during a check-in; made here, a
+        check-in reuses them and draws only the masked name. Returns how many."""
+        r = self.resident
+        labels = {
+            0: r.ids.title,
+            1: r.ids.line1,
+            2: r.ids.line2,
+            3: r.ids.line3,
+            4: r.ids.line3b,
+        }
+        count = 0
+        shown = r.preview
+        # The idle screen's texts sit beside the camera preview, the others beside the
+        # smaller icon: the labels have another width, and a texture is made for one.
+        for preview in (True, False):
+            r.preview = preview
+            for widget in r.walk(restrict=True):
+                if isinstance(widget, Layout):
+                    widget.do_layout()
+            texts: dict[int, set[str]] = {slot: set() for slot in labels}
+            for view in self._sample_views():
+                if (view.state is State.IDLE) != preview:
+                    continue
+                for lang in ("zh", "en"):
+                    parts = self._texts(view, lang)[2:]
+                    for slot, text in enumerate(parts):
+                        if text:
+                            texts[slot].add(text)
+            for slot, label in labels.items():
+                for text in sorted(texts[slot]):
+                    label.prepare(text)
+                    count += 1
+        r.preview = shown
+        for widget in r.walk(restrict=True):
+            if isinstance(widget, Layout):
+                widget.do_layout()
+        return count
+
+    def _sample_views(self) -> list[View]:
+        """A view of every state with every fixed text it can show (no names)."""
+        th = Thresholds.from_settings(self.kiosk.config.sampling)  # the file's, no database
+        keys = sorted(STRINGS)
+        views = [View(State.IDLE, 0.0), View(State.MANUAL_TEMPERATURE, 0.0)]
+        for state, family in (
+            (State.MEASURING, "measure."),
+            (State.REMEASURE, "measure."),
+            (State.WAIT, "wait."),
+            (State.ISOLATION, "isolation."),
+        ):
+            views += [View(state, 0.0, prompt=k) for k in keys if k.startswith(family)]
+            views.append(View(state, 0.0))
+        reasons = {r.value for r in Reason} | {
+            k.removeprefix("reason.") for k in keys if k.startswith("reason.")
+        }
+        views += [View(State.STAFF, 0.0, reason=reason) for reason in sorted(reasons)]
+        views += [View(State.FAULT, 0.0, fault=kind) for kind in FaultKind]
+        lanes = [k.removeprefix("lane.") for k in keys if k.startswith("lane.")]
+        for lane in lanes:
+            views.append(View(State.RESULT, 0.0, decision="single", lane=lane))
+            views += [
+                View(State.RESULT, 0.0, decision="pool", lane=lane, position=k, capacity=n)
+                for n in {th.pool_size}
+                for k in range(1, n + 1)
+            ]
+        # every temperature a resident can be sent on with, to a tenth of a degree
+        tenths = range(round(th.plausible_min_c * 10), round(th.fever_threshold_c * 10))
+        views += [
+            View(State.RESULT, 0.0, decision="pool", lane="main", temperature_c=x / 10)
+            for x in tenths
+        ]
+        return views
 
     def every(self, interval_s: float, fn: Callable[[], Any]) -> None:
         """Run ``fn`` on the UI thread every ``interval_s`` until the app stops."""
@@ -349,18 +458,22 @@ class KioskApp(App):
         r.staff_text = t("panel.title", lang)
         cfg = self.kiosk.config.station
         r.station_text = f"{cfg.township} · {cfg.id}"
-        bg, icon, title, l1, l2, l3 = self._texts(view, lang)
+        bg, icon, title, l1, l2, l3a, l3b = self._texts(view, lang)
         r.bg = COLOURS[bg]
         r.icon = icon
         r.preview = view.state is State.IDLE
-        r.title, r.line1, r.line2, r.line3 = title, l1, l2, l3
+        r.title, r.line1, r.line2 = title, l1, l2
+        r.line3a, r.line3b = l3a, l3b
+        r.line3 = "  ".join(x for x in (l3a, l3b) if x)
         st = getattr(self, "link", None)
         offline = st is not None and st["link"] not in ("connected", "online") and st["depth"]
         r.banner = t("fault.offline", lang) if offline else ""
         if self.manager_current() == "panel":
             self._core(self._gather_panel)
 
-    def _texts(self, view: View, lang: Language) -> tuple[str, str, str, str, str, str]:
+    def _texts(self, view: View, lang: Language) -> tuple[str, str, str, str, str, str, str]:
+        """Background, icon, title, line 1, line 2, and line 3 in two pieces (the
+        resident's masked name or a fixed text, the temperature)."""
         s = view.state
         msg = view.message(lang) or ""
         name = view.name or ""
@@ -372,6 +485,7 @@ class KioskApp(App):
                 t("idle.hint", lang),
                 "",
                 t("idle.no_code", lang),
+                "",
             )
         if s in (State.MEASURING, State.REMEASURE):
             sub = t(view.prompt or "measure.closer", lang)
@@ -383,6 +497,7 @@ class KioskApp(App):
                 t("measure.closer", lang),
                 sub if s is State.REMEASURE else "",
                 name,
+                "",
             )
         if s is State.MANUAL_TEMPERATURE:
             return (
@@ -392,15 +507,16 @@ class KioskApp(App):
                 t("fault.thermometer", lang),
                 "",
                 name,
+                "",
             )
         temp = t("result.temperature", lang, t=view.temperature_c) if view.temperature_c else ""
         if s is State.RESULT:
             lane = t(f"lane.{view.lane}", lang)
             if view.decision == "single":
-                return "go", "go", lane, t("result.single", lang), name, temp
+                return "go", "go", lane, t("result.single", lang), name, temp, ""
             pos = t("result.position", lang, k=view.position, n=view.capacity)
             bg = "green" if view.lane == "green" else "go"
-            return bg, "go", t("result.go", lang), lane, pos, f"{name}  {temp}".strip()
+            return bg, "go", t("result.go", lang), lane, pos, name, temp
         if s is State.WAIT:
             return (
                 "wait",
@@ -409,6 +525,7 @@ class KioskApp(App):
                 t(view.prompt or "wait.no_tube", lang),
                 t("wait.next", lang),
                 name,
+                "",
             )
         if s is State.ISOLATION:
             return (
@@ -418,6 +535,7 @@ class KioskApp(App):
                 t(view.prompt or "isolation.fever", lang),
                 t("isolation.next", lang),
                 name,
+                "",
             )
         if s is State.STAFF:
             return (
@@ -427,9 +545,10 @@ class KioskApp(App):
                 _why(view, lang),
                 t("staff.next", lang),
                 name,
+                "",
             )
         kind = view.fault.value if view.fault is not None else "internal"
-        return "fault", "fault", t("fault.title", lang), t(f"fault.{kind}", lang), msg[:80], ""
+        return "fault", "fault", t("fault.title", lang), t(f"fault.{kind}", lang), msg[:80], "", ""
 
     def manager_current(self) -> str:
         return str(self.root.current) if self.root is not None else ""
