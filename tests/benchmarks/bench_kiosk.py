@@ -45,6 +45,7 @@ FRAME_60FPS_MS = 1000 / 60
 RSS_LIMIT_MB = 250.0
 LATENCY_ROUNDS = 40
 RESIDENTS = 500
+SURNAMES = "赵钱孙李周吴郑王冯陈褚卫蒋沈韩杨朱秦尤许何吕施张孔曹严华金魏"
 DONE = frozenset({State.RESULT, State.WAIT, State.ISOLATION, State.STAFF, State.FAULT})
 
 
@@ -227,7 +228,10 @@ def ui_gap_child(directory: Path, mode: str) -> None:
     assert hw.sim is not None
     sim = hw.sim
     camera = Prerendered()
-    codes = [issuer.issue(f"U{n}", "green", name="李四") for n in range(30)]
+    # Every resident with a name and a temperature of their own, as in a real queue: the
+    # screen draws each masked name for the first time during the drill.
+    codes = [issuer.issue(f"U{n}", "green", name=SURNAMES[n] + "小明") for n in range(30)]
+    temps = [36.0 + (n * 7 % 12) / 10 for n in range(30)]
     frames = [render_frame(c, seed=n) for n, c in enumerate(codes)] if mode != "sim" else []
     if mode != "sim":
         hw.camera = camera
@@ -252,7 +256,7 @@ def ui_gap_child(directory: Path, mode: str) -> None:
                 camera.frame = camera.blank
                 time.sleep(0.05)
                 kiosk.decoder.forget()
-                sim.thermometer.queue([36.5])
+                sim.thermometer.queue([temps[n]])
                 decided.clear()
                 if mode == "sim":
                     sim.camera.show(codes[n])
