@@ -277,6 +277,7 @@ class KioskApp(App):
         self.on_ready: list[Callable[[], None]] = []
         self.first_frame_at: float | None = None  # time.monotonic() of the first flip
         self.ready_at: float | None = None
+        self.warmed: tuple[int, float] = (0, 0.0)  # texts drawn ahead, seconds it took
 
     def _ui(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the UI thread (from the core thread)."""
@@ -329,7 +330,8 @@ class KioskApp(App):
     def _became_ready(self) -> None:
         started = time.monotonic()
         count = self.warm_texts()
-        log.info("%d texts drawn ahead in %.2f s", count, time.monotonic() - started)
+        self.warmed = (count, time.monotonic() - started)
+        log.info("%d texts drawn ahead in %.2f s", *self.warmed)
         for fn in list(self.on_ready):
             fn()
 

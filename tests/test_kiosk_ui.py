@@ -11,6 +11,7 @@ docs/screenshots`` refreshes the pictures in the documentation.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -102,7 +103,7 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
     assert sim is not None
     running = Running(config, hw)
     kiosk, app, ui, core = running.kiosk, running.app, running.screens, running.core
-    record: dict[str, Any] = {"screens": {}, "errors": []}
+    record: dict[str, Any] = {"screens": {}, "errors": [], "labels_wrong": []}
     states: list[State] = []
     cond = threading.Condition()
 
@@ -187,6 +188,8 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
             frames(2)
             ui.screenshot(out / f"{name}-{lang}.png")
             record["screens"][f"{name}-{lang}"] = texts()
+            wrong = ui.call(lambda: _labels_drawn_wrong(app, CoreLabel))
+            record["labels_wrong"] += [f"{name}-{lang}: {w}" for w in wrong]
         if ui.call(lambda: app.root.current) == "entry":
             ui.call(app.toggle_language)
         else:
@@ -252,12 +255,12 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
         # The sampler panel: a wrong PIN, then the right one, typed on the keypad.
         touch(lambda: app.resident.ids.staff)
         for digit in "1111":
-            touch(lambda d=digit: _key(app, d))
+            touch(functools.partial(_key, app, digit))
         touch(lambda: app.entry.ids.ok)
         frames()
         record["wrong_pin"] = texts()
         for digit in PIN:
-            touch(lambda d=digit: _key(app, d))
+            touch(functools.partial(_key, app, digit))
         record["pin_shown"] = texts()["entry_shown"]
         capture("unlock")
         touch(lambda: app.entry.ids.ok)
@@ -281,7 +284,7 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
         # The hand-taken temperature, typed on the keypad.
         touch(lambda: app.panel.ids.manual_temp)
         for key in "36.5":
-            touch(lambda k=key: _key(app, k))
+            touch(functools.partial(_key, app, key))
         m = mark()
         touch(lambda: app.entry.ids.ok)
         wait_state(m, State.WAIT, State.RESULT)
@@ -308,7 +311,7 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
         # A resident without a code: the ID number typed on the keypad.
         touch(lambda: app.panel.ids.manual_id)
         for key in "11010519491231002X":
-            touch(lambda k=key: _key(app, k))
+            touch(functools.partial(_key, app, key))
         capture("id_entry")
         m = mark()
         touch(lambda: app.entry.ids.ok)
@@ -362,6 +365,24 @@ def _key(app: Any, key: str) -> Any:
 def _reason_button(app: Any, index: int) -> Any:
     box = app.void_view.children[0]
     return list(reversed(box.children))[index]
+
+
+def _labels_drawn_wrong(app: Any, core_label: Any) -> list[str]:
+    """The resident screen's labels whose texture is not their own text drawn afresh with
+    their options (the texture cache must never show another text or another width)."""
+    wrong = []
+    for name in ("title", "line1", "line2", "line3", "line3b"):
+        label = app.resident.ids[name]
+        if not label.text:
+            continue
+        options = {k: v for k, v in label._label.options.items() if k != "text"}
+        fresh = core_label(text=label.text, **options)
+        fresh.usersize = label._label.usersize
+        fresh.refresh()
+        shown, want = label.texture, fresh.texture
+        if shown is None or tuple(shown.size) != tuple(want.size) or shown.pixels != want.pixels:
+            wrong.append(f"{name} {label.text!r}")
+    return wrong
 
 
 def _glyph_pixels(core_label: Any) -> dict[str, Any]:
@@ -493,6 +514,17 @@ def test_staff_panel_by_touch(session: tuple[Path, dict[str, Any]]) -> None:
     # the red code's alert, in the panel's language
     assert "红码" in record["screens"]["panel-zh"]["panel_link"]
     assert "red code" in record["screens"]["panel-en"]["panel_link"]
+
+
+@pytest.mark.kivy
+def test_every_label_shows_its_own_text_at_its_own_width(
+    session: tuple[Path, dict[str, Any]],
+) -> None:
+    # The resident screen reuses textures drawn before (and drawn ahead at start): each
+    # capture compares what every label shows with its text drawn afresh.
+    _, record = session
+    assert len(record["screens"]) == 2 * len(SCREENS)
+    assert record["labels_wrong"] == []
 
 
 @pytest.mark.kivy
