@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -59,6 +60,7 @@ from kiosk_ui.speech import EspeakSpeaker
 log = logging.getLogger(__name__)
 
 KV = Path(__file__).with_name("screens.kv")
+UI_SWITCH_INTERVAL_S = 0.001  # see Running.run
 FONT = "Station"
 
 # Background per state: the colour says it from afar, the icon and the words say it too.
@@ -967,12 +969,18 @@ class Running:
             self.app.every(interval, self.watchdog.ping)
 
     def run(self) -> None:
+        # A worker busy in Python code (the rules, a simulated device) keeps the interpreter
+        # for up to the switch interval (5 ms by default) each time the UI thread wants it
+        # back: a quarter of a frame. 1 ms keeps that wait well inside a frame.
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(UI_SWITCH_INTERVAL_S)
         self.core.start()
         try:
             # Devices and workers run before the first frame: a drill may start at once.
             self.core.call(self.kiosk.start)
             self.app.run()
         finally:
+            sys.setswitchinterval(switch)
             self.notifier.stopping()
             try:
                 # On the core thread, so it comes after the start the app posted there.
