@@ -242,16 +242,19 @@ def _is_path_key(key: str) -> bool:
     return key in {"trusted_keys", "path"} or key.endswith("_file")
 
 
-def _describe(err: dict[str, Any]) -> str:
-    key = ".".join(str(p) for p in err["loc"]) or "(file)"
+def describe_error(
+    err: dict[str, Any], where: str = "", reference: str = "docs/configuration.md"
+) -> str:
+    """One pydantic validation error as a sentence naming the key (``where`` prefixes it)."""
+    key = where + (".".join(str(p) for p in err["loc"]) or "(file)")
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"{key}: unknown key (check its spelling against docs/configuration.md)"
+        return f"{key}: unknown key (check its spelling against {reference})"
     if kind == "missing":
         return f"{key}: required key is missing"
     msg = str(err["msg"]).removeprefix("Value error, ")
     got = err.get("input")
-    if got is not None and not isinstance(got, dict):
+    if got is not None and not isinstance(got, dict | list):
         return f"{key}: {msg} (got {got!r})"
     return f"{key}: {msg}"
 
@@ -261,7 +264,7 @@ def parse_config(data: dict[str, Any], base: Path, origin: str = "<config>") -> 
     try:
         return StationConfig.model_validate(_resolve_paths(data, base))
     except ValidationError as exc:
-        problems = [_describe(dict(e)) for e in exc.errors()]
+        problems = [describe_error(dict(e)) for e in exc.errors()]
         raise ConfigError(origin, problems) from None
 
 

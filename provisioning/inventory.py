@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from firmware.config import StationConfig, parse_config, read_toml
+from firmware.config import StationConfig, describe_error, parse_config, read_toml
 from firmware.errors import ConfigError
 from provisioning.errors import InventoryError
 
@@ -208,17 +208,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _describe(err: dict[str, Any], where: str) -> str:
-    key = ".".join(str(p) for p in err["loc"]) or "(entry)"
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return f"{where}{key}: unknown key (check its spelling against docs/provisioning.md)"
-    if kind == "missing":
-        return f"{where}{key}: required key is missing"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    got = err.get("input")
-    if got is not None and not isinstance(got, dict | list):
-        return f"{where}{key}: {msg} (got {got!r})"
-    return f"{where}{key}: {msg}"
+    return describe_error(err, where, "docs/provisioning.md")
 
 
 def _resolve(path: Path, base: Path) -> Path:
