@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import tomllib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -15,7 +14,7 @@ from hypothesis import strategies as st
 
 from provisioning import plan
 from provisioning.deploy import Deploy, HostReport
-from provisioning.inventory import CURRENT_LINK, RELEASES_DIR, Inventory, parse_inventory
+from provisioning.inventory import CURRENT_LINK, RELEASES_DIR, Inventory
 from provisioning.render import (
     BLOCK_BEGIN,
     BLOCK_END,
@@ -27,6 +26,7 @@ from provisioning.render import (
     service_groups,
     to_toml,
 )
+from tests.support.provision import offline_inventory
 
 ACCOUNTS = plan.Accounts(
     users={"sampling": (998, 997)},
@@ -372,19 +372,11 @@ class FactsExecutor:
 
 @pytest.fixture
 def inventory(tmp_path: Path) -> Inventory:
-    for name in ("known_hosts", "key", "s-1.0.0-py3-none-any.whl"):
-        (tmp_path / name).write_text("x")
-    (tmp_path / "trust.json").write_text(json.dumps({"keys": []}))
-    data = {
-        "fleet": {
-            "known_hosts": "known_hosts",
-            "trust_file": "trust.json",
-            "release": {"artifact": "s-1.0.0-py3-none-any.whl"},
-            "defaults": {"key": "key", "config": {"broker": {"url": "mqtts://gw:8883"}}},
-        },
-        "station": [{"id": "K01", "township": "T01", "address": "10.0.0.1", "mode": "live"}],
-    }
-    return parse_inventory(data, tmp_path, str(tmp_path / "fleet.toml"))
+    return offline_inventory(
+        tmp_path,
+        {"id": "K01", "township": "T01", "address": "10.0.0.1", "mode": "live"},
+        defaults={"key": "key", "config": {"broker": {"url": "mqtts://gw:8883"}}},
+    )
 
 
 def test_a_fresh_station_gets_every_operation(inventory: Inventory) -> None:

@@ -2,42 +2,32 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from provisioning.inventory import Inventory, parse_inventory
+from provisioning.inventory import Inventory
 from provisioning.render import SERVICES, desired_state, render_unit
+from tests.support.provision import offline_inventory
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 
 
 @pytest.fixture
 def inventory(tmp_path: Path) -> Inventory:
-    for name in ("known_hosts", "key", "s-1.0.0-py3-none-any.whl"):
-        (tmp_path / name).write_text("x")
-    (tmp_path / "trust.json").write_text(json.dumps({"keys": []}))
-    data = {
-        "fleet": {
-            "known_hosts": "known_hosts",
-            "trust_file": "trust.json",
-            "release": {"artifact": "s-1.0.0-py3-none-any.whl"},
+    return offline_inventory(
+        tmp_path,
+        {
+            "id": "K01",
+            "township": "T01",
+            "address": "10.0.0.1",
+            "key": "key",
+            "kiosk_watchdog_s": 20,
+            "config": {"broker": {"url": "mqtts://gw:8883"}},
         },
-        "station": [
-            {
-                "id": "K01",
-                "township": "T01",
-                "address": "10.0.0.1",
-                "key": "key",
-                "kiosk_watchdog_s": 20,
-                "config": {"broker": {"url": "mqtts://gw:8883"}},
-            }
-        ],
-    }
-    return parse_inventory(data, tmp_path, str(tmp_path / "fleet.toml"))
+    )
 
 
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")

@@ -21,7 +21,9 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from provisioning.inventory import Inventory, parse_inventory
 from tests.support.sshd import Keys, Sshd
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -327,3 +329,22 @@ def env_without_pythonpath() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     return env
+
+
+def offline_inventory(
+    directory: Path, station: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> Inventory:
+    """A one-station inventory whose files exist only as placeholders: for tests that plan or
+    render without connecting anywhere."""
+    for name in ("known_hosts", "key", "s-1.0.0-py3-none-any.whl"):
+        (directory / name).write_text("x")
+    (directory / "trust.json").write_text(json.dumps({"keys": []}))
+    fleet: dict[str, Any] = {
+        "known_hosts": "known_hosts",
+        "trust_file": "trust.json",
+        "release": {"artifact": "s-1.0.0-py3-none-any.whl"},
+    }
+    if defaults is not None:
+        fleet["defaults"] = defaults
+    data = {"fleet": fleet, "station": [station]}
+    return parse_inventory(data, directory, str(directory / "fleet.toml"))
