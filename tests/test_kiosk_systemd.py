@@ -158,6 +158,18 @@ def _env(tmp_path: Path, notify: NotifySocket) -> dict[str, str]:
     return env
 
 
+def _start(tmp_path: Path, notify: NotifySocket, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """A kiosk child process (``python -m ARGS``) under the test's notify socket."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=ROOT,
+            env=_env(tmp_path, notify),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
 def _stop(proc: subprocess.Popen[bytes], notify: NotifySocket, log: Path) -> int:
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(20)
@@ -216,14 +228,9 @@ def test_station_kiosk_says_ready_pings_the_watchdog_and_says_stopping(
 ) -> None:
     config = drill_config(tmp_path / "station", "mqtt://127.0.0.1:9")
     log = tmp_path / "kiosk.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kiosk_ui.cli", "kiosk", "--config", str(config), "--windowed"],
-            cwd=ROOT,
-            env=_env(tmp_path, notify),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = _start(
+        tmp_path, notify, log, "kiosk_ui.cli", "kiosk", "--config", str(config), "--windowed"
+    )
     try:
         notify.wait_for("READY=1", 60, proc)
         ready_at = notify.messages[-1][0]
@@ -251,14 +258,7 @@ def test_watchdog_pings_stop_while_the_ui_or_the_core_thread_is_stuck(
 ) -> None:
     config = drill_config(tmp_path / "station", "mqtt://127.0.0.1:9")
     log = tmp_path / "kiosk.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.test_kiosk_systemd", str(config)],
-            cwd=ROOT,
-            env=_env(tmp_path, notify),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = _start(tmp_path, notify, log, "tests.test_kiosk_systemd", str(config))
     try:
         notify.wait_for("X_PHASE=done", 90, proc)
         code = _stop(proc, notify, log)
