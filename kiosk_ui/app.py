@@ -54,7 +54,7 @@ from kiosk_ui.flow import FaultKind, State, View
 from kiosk_ui.i18n import STRINGS, Language, t
 from kiosk_ui.national_id import NationalIdError
 from kiosk_ui.rules import RuleViolation, Thresholds
-from kiosk_ui.runtime import CORE_STALL_S, Kiosk, LoopThread, Watchdog, build
+from kiosk_ui.runtime import CORE_STALL_S, Kiosk, LoopThread, Watchdog, build, call_on
 from kiosk_ui.speech import EspeakSpeaker
 
 log = logging.getLogger(__name__)
@@ -878,23 +878,12 @@ class KivyUi:
     def call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
         if threading.get_ident() == self.main:
             return fn()
-        done = threading.Event()
-        box: dict[str, Any] = {}
-
-        def run(_dt: float) -> None:
-            try:
-                box["value"] = fn()
-            except BaseException as exc:
-                box["error"] = exc
-            finally:
-                done.set()
-
-        Clock.schedule_once(run, 0)
-        if not done.wait(timeout):
-            raise StationError(f"the kiosk's screens did not answer within {timeout} s")
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
+        return call_on(
+            lambda run: Clock.schedule_once(lambda _dt: run(), 0),
+            fn,
+            timeout,
+            "the kiosk's screens",
+        )
 
     def screenshot(self, path: Path) -> None:
         """Save the window as drawn after the next frames to ``path``."""

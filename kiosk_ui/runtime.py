@@ -46,6 +46,32 @@ CORE_STALL_S = 20.0  # see Watchdog
 DRILL_SAMPLER = "drill"
 
 
+def call_on(
+    post: Callable[[Callable[[], None]], None], fn: Callable[[], Any], timeout: float, who: str
+) -> Any:
+    """Run ``fn`` on another thread through ``post`` and wait for its result or exception.
+
+    ``who`` names that thread in the error raised when it does not answer within ``timeout``.
+    """
+    done = threading.Event()
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            done.set()
+
+    post(run)
+    if not done.wait(timeout):
+        raise StationError(f"{who} did not answer within {timeout} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
 class LoopThread:
     """A UI thread for a kiosk without a window: runs posted calls in order, and ticks."""
 
@@ -79,23 +105,7 @@ class LoopThread:
         """Run ``fn`` on the loop and return its result (or raise its exception) here."""
         if threading.get_ident() == self.ident:
             return fn()
-        done = threading.Event()
-        box: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                box["value"] = fn()
-            except BaseException as exc:
-                box["error"] = exc
-            finally:
-                done.set()
-
-        self.post(run)
-        if not done.wait(timeout):
-            raise StationError(f"the kiosk's UI loop did not answer within {timeout} s")
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
+        return call_on(self.post, fn, timeout, "the kiosk's UI loop")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="kiosk-ui", daemon=True)
