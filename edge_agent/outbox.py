@@ -2,9 +2,13 @@
 
 The kiosk appends an event inside the same transaction as the fact it describes
 (``append``); the edge agent, a separate process, reads what is pending, publishes it and
-marks it delivered. The row, never paho's message id, is the identity of an event. ``seq``
-comes from a counter row, not from ``max(seq)``, so purging delivered rows can never make a
-number come round again.
+marks it delivered. The row, never paho's message id, is the identity of an event.
+
+``seq`` is one more than the highest number ever given: the newest row's, or, once purges
+have deleted rows, the floor a purge records in ``outbox_counter`` before it deletes, so a
+number never comes round again. Appending writes only the event row and, while it is
+undelivered, its entry in the partial index the agent reads by; the check-in's commit stays
+a few pages (see ``docs/rules.md``, "What a check-in costs").
 """
 
 from __future__ import annotations
@@ -53,7 +57,33 @@ MIGRATIONS: list[str] = [
         origin TEXT NOT NULL
     );
     """,
+    # 2: the id index goes (ids are UUIDv7 made here, unique by construction, and nothing
+    # looks an event up by id); ``outbox_counter`` stops counting every event and becomes
+    # the floor purges raise (it already holds at least every seq issued).
+    """
+    CREATE TABLE outbox_v2 (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        time TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        published_at REAL,
+        delivered_at REAL
+    );
+    INSERT INTO outbox_v2 SELECT seq, id, type, time, payload, created_at, published_at,
+        delivered_at FROM outbox;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_v2 RENAME TO outbox;
+    CREATE INDEX outbox_undelivered ON outbox(seq) WHERE delivered_at IS NULL;
+    """,
 ]
+
+# The highest seq ever given: the newest row's, or the floor the last purge recorded.
+LAST_SEQ = (
+    "SELECT max(coalesce((SELECT max(seq) FROM outbox), 0), "
+    "(SELECT last_seq FROM outbox_counter WHERE one = 1))"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +120,14 @@ def append(
     type: str,
     data: dict[str, Any],
     at: float | None = None,
+    seq: int | None = None,
 ) -> dict[str, Any]:
-    """Add one event to the outbox. Call inside ``write_transaction``; returns the event."""
+    """Add one event to the outbox. Call inside ``write_transaction``; returns the event.
+
+    ``seq`` may be given by a caller that read ``LAST_SEQ`` in the same transaction (it
+    holds the write lock, so nobody else numbers events meanwhile) and counts on from it;
+    otherwise it is read here.
+    """
     if not conn.in_transaction:
         raise RuntimeError("outbox.append must run inside the fact's write transaction")
     at = time.time() if at is None else at
@@ -109,11 +145,8 @@ def append(
     )
     h = f"{bits:032x}"
     event_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-    seq = int(
-        conn.execute(
-            "UPDATE outbox_counter SET last_seq = last_seq + 1 WHERE one = 1 RETURNING last_seq"
-        ).fetchone()[0]
-    )
+    if seq is None:
+        seq = int(conn.execute(LAST_SEQ).fetchone()[0]) + 1
     event: dict[str, Any] = {
         "specversion": "1.0",
         "id": event_id,
@@ -187,7 +220,7 @@ class OutboxStats:
 
 def stats(db: sqlite_utils.Database, now: float | None = None) -> OutboxStats:
     now = time.time() if now is None else now
-    last = int(db.conn.execute("SELECT last_seq FROM outbox_counter").fetchone()[0])
+    last = last_seq(db)
     depth, oldest = db.conn.execute(
         "SELECT count(*), min(created_at) FROM outbox WHERE delivered_at IS NULL"
     ).fetchone()
@@ -201,10 +234,19 @@ def purge_delivered(
     """Delete delivered events older than the retention period; returns how many."""
     cutoff = (time.time() if now is None else now) - older_than_s
     with write_transaction(db) as c:
-        cur = c.execute(
-            "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", (cutoff,)
-        )
-        return cur.rowcount
+        return delete_delivered(c, cutoff)
+
+
+def delete_delivered(conn: sqlite3.Connection, cutoff: float) -> int:
+    """Delete events delivered before ``cutoff``, raising the seq floor first.
+
+    Call inside ``write_transaction``; returns how many rows went.
+    """
+    conn.execute(f"UPDATE outbox_counter SET last_seq = ({LAST_SEQ}) WHERE one = 1")
+    cur = conn.execute(
+        "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", (cutoff,)
+    )
+    return cur.rowcount
 
 
 def set_state(conn: sqlite3.Connection, key: str, value: Any) -> None:
@@ -232,7 +274,7 @@ def delivered_through(db: sqlite_utils.Database) -> int:
     row = db.conn.execute("SELECT min(seq) FROM outbox WHERE delivered_at IS NULL").fetchone()
     if row[0] is not None:
         return int(row[0]) - 1
-    return int(db.conn.execute("SELECT last_seq FROM outbox_counter").fetchone()[0])
+    return last_seq(db)
 
 
 def first_stored_seq(db: sqlite_utils.Database) -> int | None:
@@ -253,5 +295,5 @@ def reopen_from(conn: sqlite3.Connection, seq: int) -> int:
 
 
 def last_seq(db: sqlite_utils.Database) -> int:
-    """The ``seq`` of the newest event (0 when there is none); one row read."""
-    return int(db.conn.execute("SELECT last_seq FROM outbox_counter").fetchone()[0])
+    """The ``seq`` of the newest event (0 when there is none); two indexed reads."""
+    return int(db.conn.execute(LAST_SEQ).fetchone()[0])

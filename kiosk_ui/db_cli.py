@@ -77,7 +77,7 @@ def stats(db: Any, path: Path, now: float) -> dict[str, Any]:
         "checkins": one("SELECT count(*) FROM checkins"),
         "checkins_today": int(
             conn.execute(
-                "SELECT count(*) FROM checkins WHERE day = ?", (store.local_day(now),)
+                f"SELECT count(*) {store.DAY_CHECKINS}", (store.local_day(now),)
             ).fetchone()[0]
         ),
         "checkins_purged": one("SELECT count(*) FROM checkins WHERE purged_at IS NOT NULL"),

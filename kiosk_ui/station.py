@@ -206,6 +206,9 @@ class _ManualVerdict:
 class _Tx:
     events: list[Event] = field(default_factory=list)
     joined: list[Joined] = field(default_factory=list)
+    # The seq of the newest event, once known in this transaction (the write lock is held,
+    # so events are numbered on from it without reading it again).
+    last_seq: int | None = None
 
 
 def mask_name(name: str | None) -> str | None:
@@ -235,6 +238,8 @@ class Station:
         )
         self._lock = threading.RLock()
         self._cached_thresholds: tuple[str, Thresholds] | None = None
+        # The last day whose first check-in is known committed in ``checkin_days``.
+        self._day_noted: str | None = None
 
     # -- life -----------------------------------------------------------------------------
 
@@ -407,16 +412,21 @@ class Station:
                 room: store.Room | None = None
                 if mode is not None and sub is not None:
                     room = facts.room if mode == likely else store.room(conn, mode)
-                return self._record(
+                day = store.local_day(now)
+                result = self._record(
                     conn,
                     now=now,
+                    day=day,
                     verdict=verdict,
                     outcome=outcome,
                     assessment=assessment,
                     room=room,
                     via=via,
                     staff=staff,
+                    last_seq=facts.last_seq,
                 )
+            self._day_noted = day  # committed
+            return result
 
     def _repeat(
         self,
@@ -449,14 +459,19 @@ class Station:
         conn: Any,
         *,
         now: float,
+        day: str,
         verdict: VerdictLike,
         outcome: Outcome,
         assessment: TemperatureAssessment | None,
         room: store.Room | None,
         via: str,
         staff: str | None,
+        last_seq: int,
     ) -> CheckinResult:
-        """Write the check-in; ``room`` is the open tube of its queue with room, if any."""
+        """Write the check-in; ``room`` is the open tube of its queue with room, if any.
+
+        ``last_seq`` is the newest event's seq, read with the check-in's facts.
+        """
         claims = verdict.claims if verdict.valid else None
         sub = claims.sub if claims is not None else None
         color = str(claims.color) if claims is not None else None
@@ -486,10 +501,11 @@ class Station:
         }
         if staff is not None:
             data["staff"] = staff
-        tx = _Tx()
+        tx = _Tx(last_seq=last_seq)
         first = self._emit(conn, tx, CHECKIN_RECORDED, data, now)
         checkin_id = store.insert_checkin(
             conn,
+            day=day,
             at=now,
             via=via,
             resident=sub,
@@ -504,6 +520,8 @@ class Station:
             staff=staff,
             event_seq=first["seq"],
         )
+        if day != self._day_noted:
+            store.note_day(conn, day, checkin_id)
         place: int | None = None
         if room is not None and sub is not None:
             store.add_member(conn, room.tube, sub, checkin_id, now, position=position)
@@ -846,10 +864,10 @@ class Station:
             conn = self.db.conn
             day = store.local_day(self.clock())
             by_decision = store.counts_by(
-                conn, "SELECT decision, count(*) FROM checkins WHERE day = ? GROUP BY 1", [day]
+                conn, f"SELECT decision, count(*) {store.DAY_CHECKINS} GROUP BY 1", [day]
             )
             by_lane = store.counts_by(
-                conn, "SELECT lane, count(*) FROM checkins WHERE day = ? GROUP BY 1", [day]
+                conn, f"SELECT lane, count(*) {store.DAY_CHECKINS} GROUP BY 1", [day]
             )
             closed = store.counts_by(
                 conn,
@@ -890,7 +908,12 @@ class Station:
     # -- internals ------------------------------------------------------------------------
 
     def _emit(self, conn: Any, tx: _Tx, type_: str, data: dict[str, Any], at: float) -> Event:
-        event = outbox.append(conn, source=self.config.source, type=type_, data=data, at=at)
+        if tx.last_seq is None:
+            tx.last_seq = int(conn.execute(outbox.LAST_SEQ).fetchone()[0])
+        tx.last_seq += 1
+        event = outbox.append(
+            conn, source=self.config.source, type=type_, data=data, at=at, seq=tx.last_seq
+        )
         tx.events.append(event)
         return event
 

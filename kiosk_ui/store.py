@@ -104,6 +104,16 @@ MIGRATIONS: list[str] = [
       OR (OLD.state = 'sealed' AND NEW.state NOT IN ('voided', 'dispatched'))
     BEGIN SELECT RAISE(ABORT, 'a closed tube does not go back'); END;
     """,
+    # 2: a day's check-ins are found from the first id of that day (ids grow as check-ins
+    # happen) instead of through a (day, decision) index that every check-in had to update.
+    """
+    CREATE TABLE checkin_days (
+        day TEXT PRIMARY KEY,
+        first_checkin INTEGER NOT NULL
+    );
+    INSERT INTO checkin_days(day, first_checkin) SELECT day, min(id) FROM checkins GROUP BY day;
+    DROP INDEX checkins_day;
+    """,
 ]
 
 
@@ -279,9 +289,30 @@ _INSERT_CHECKIN = (
 )
 
 
+def note_day(conn: sqlite3.Connection, day: str, checkin: int) -> None:
+    """Record ``checkin`` as the first of ``day`` unless the day has one already.
+
+    Call in the transaction that inserts the check-in, at least for the first check-in of
+    each day (``day_rows`` relies on it).
+    """
+    conn.execute(
+        "INSERT INTO checkin_days(day, first_checkin) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        (day, checkin),
+    )
+
+
+# The check-ins of day ?1: the rows from that day's first id on that carry the day (a clock
+# set back can interleave days; the day column decides). No day row means no check-in.
+DAY_CHECKINS = (
+    "FROM checkins WHERE id >= coalesce((SELECT first_checkin FROM checkin_days "
+    "WHERE day = ?1), (SELECT max(id) + 1 FROM checkins), 0) AND day = ?1"
+)
+
+
 def insert_checkin(
     conn: sqlite3.Connection,
     *,
+    day: str,
     at: float,
     via: str,
     resident: str | None,
@@ -301,7 +332,7 @@ def insert_checkin(
         _INSERT_CHECKIN,
         (
             at,
-            local_day(at),
+            day,
             via,
             resident,
             name,
@@ -327,7 +358,8 @@ class CheckinFacts:
     (value: the stored JSON text), in table order; equal text means equal overrides.
     ``last_sampled_at`` is when the resident last joined a tube that was not voided, and
     ``in_open_tube`` whether one of those tubes is still open. ``waiting_mode`` is the queue
-    the resident waits in, if any. ``room`` is as ``room(conn, mode)`` for the mode asked.
+    the resident waits in, if any. ``room`` is as ``room(conn, mode)`` for the mode asked;
+    ``last_seq`` is ``outbox.LAST_SEQ``.
     """
 
     settings: str
@@ -335,6 +367,7 @@ class CheckinFacts:
     in_open_tube: bool
     waiting_mode: str | None
     room: Room | None
+    last_seq: int
 
     def sampled_since(self, since: float) -> bool:
         """Whether the resident joined a tube since ``since`` or is in an open tube."""
@@ -351,7 +384,8 @@ SETTINGS_ROWS = (
 # the sqlite3 module): every part is a one-row aggregate or an indexed lookup, so the cross
 # join has exactly one row; the open tube's part may be absent (LEFT JOIN).
 _CHECKIN_FACTS = (
-    "SELECT s.overrides, h.last_at, h.in_open, w.mode, r.tube, r.capacity, r.members, r.queue "
+    "SELECT s.overrides, h.last_at, h.in_open, w.mode, r.tube, r.capacity, r.members, r.queue, "
+    "(" + outbox.LAST_SEQ + ") "
     "FROM (" + SETTINGS_ROWS + ") AS s "
     "CROSS JOIN (SELECT max(m.added_at) AS last_at, max(t.state = 'open') AS in_open "
     "FROM tube_members m JOIN tubes t ON t.tube = m.tube "
@@ -376,6 +410,7 @@ def checkin_facts(conn: sqlite3.Connection, resident: str | None, mode: str | No
         in_open_tube=bool(row[2]),
         waiting_mode=None if row[3] is None else str(row[3]),
         room=room_,
+        last_seq=int(row[8]),
     )
 
 
@@ -434,9 +469,7 @@ def purge(db: sqlite_utils.Database, retention_s: float, now: float) -> PurgeRes
     """
     cutoff = now - retention_s
     with write_transaction(db) as c:
-        events = c.execute(
-            "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", (cutoff,)
-        ).rowcount
+        events = outbox.delete_delivered(c, cutoff)
         checkins = c.execute(
             "UPDATE checkins SET resident = NULL, name = NULL, purged_at = ? "
             "WHERE at < ? AND purged_at IS NULL",

@@ -261,6 +261,29 @@ def test_counters_of_today(rig: Rig) -> None:
     assert s.counters().checkins == 0
 
 
+def test_counters_follow_each_day_even_when_the_clock_is_set_back(rig: Rig) -> None:
+    s = rig.station
+    s.check_in(resident("d1-a", "red"))
+    rig.clock.advance(24 * 3600)
+    for sub in ("d2-a", "d2-b"):
+        s.check_in(resident(sub, "red"))
+    rig.clock.advance(-24 * 3600)  # someone set the clock a day back, then forward again
+    s.check_in(resident("d1-b", "red"))
+    assert s.counters().checkins == 2
+    rig.clock.advance(24 * 3600)
+    s.check_in(resident("d2-c", "red"))
+    assert s.counters().by_decision == {"isolate": 3}
+    # a station restarted mid-day (nothing cached) counts the same
+    s.close()
+    again = rig.station = Station.open(rig.config, clock=rig.clock)
+    again.check_in(resident("d2-d", "red"))
+    assert again.counters().checkins == 4
+    rig.clock.advance(24 * 3600)
+    assert again.counters().checkins == 0
+    days = again.db.conn.execute("SELECT day FROM checkin_days ORDER BY day").fetchall()
+    assert len(days) == 2
+
+
 def test_every_event_keeps_the_contract_and_seq_runs_without_gaps(rig: Rig) -> None:
     s = rig.station
     for i in range(25):

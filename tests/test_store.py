@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from edge_agent import outbox
-from edge_agent.db import open_db
+from edge_agent.db import migrate, open_db, write_transaction
 from edge_agent.errors import StorageError
 from kiosk_ui import store
 from kiosk_ui.cli import main as station_main
@@ -176,6 +176,74 @@ def test_purge_keeps_counts_and_undelivered_events(tmp_path: Path) -> None:
     s.close()
 
 
+def test_numbering_continues_after_a_purge_took_every_event(tmp_path: Path) -> None:
+    rig = open_station(tmp_path, {"pool_size": 3})
+    _busy_day(rig, 4)
+    s = rig.station
+    last = check_outbox(s.db.conn)[-1]["seq"]
+    _mark_all_delivered(rig.config.storage.path, time.time() - 10)
+    assert store.purge(s.db, 0, time.time()).events == last
+    assert s.db.conn.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+    assert outbox.last_seq(s.db) == outbox.delivered_through(s.db) == last
+    nxt = s.check_in(resident("after-purge"), [36.5])
+    assert [e["seq"] for e in nxt.events] == [last + 1, last + 2]
+    # a second purge, with newer events kept, leaves the floor where the rows are
+    _mark_all_delivered(rig.config.storage.path, time.time() - 10)
+    assert outbox.purge_delivered(s.db, 0) == 2
+    assert s.check_in(resident("later"), [36.5]).events[0]["seq"] == last + 3
+    s.close()
+
+
+def test_an_outbox_of_the_first_schema_is_upgraded_with_its_numbering(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "s.db")
+    migrate(db, outbox.COMPONENT, outbox.MIGRATIONS[:1])
+    with write_transaction(db) as c:
+        for n in (1, 2, 3):
+            ident = f"00000000-0000-7000-8000-00000000000{n}"
+            c.execute(
+                "INSERT INTO outbox(seq, id, type, time, payload, created_at, delivered_at) "
+                "VALUES (?, ?, 'sampling.tube.opened', '2026-11-23T07:00:00.000Z', '{}', 0, ?)",
+                (n, ident, 1.0 if n < 3 else None),
+            )
+        # Version 1 counted every event; seq 4 and 5 were issued and purged since.
+        c.execute("UPDATE outbox_counter SET last_seq = 5")
+    store.install(db)
+    rows = db.conn.execute("SELECT seq, id, delivered_at FROM outbox ORDER BY seq").fetchall()
+    assert [r[0] for r in rows] == [1, 2, 3] and rows[2][2] is None
+    assert outbox.last_seq(db) == 5 and outbox.delivered_through(db) == 2
+    indexes = {r[1] for r in db.conn.execute("PRAGMA index_list(outbox)").fetchall()}
+    assert indexes == {"outbox_undelivered"}
+    with write_transaction(db) as c:
+        event = outbox.append(c, source="urn:sampling:t:s", type="sampling.tube.opened", data={})
+    assert event["seq"] == 6
+    db.conn.close()
+
+
+def test_check_ins_of_the_first_schema_keep_their_days(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "s.db")
+    outbox.install(db)
+    migrate(db, store.COMPONENT, store.MIGRATIONS[:1])
+    with write_transaction(db) as c:
+        for n, day in enumerate(("2026-11-21", "2026-11-22", "2026-11-22"), start=1):
+            c.execute(
+                "INSERT INTO checkins(at, day, via, decision, lane, event_seq) "
+                "VALUES (?, ?, 'code', 'refer', 'staff', ?)",
+                (float(n), day, n),
+            )
+    store.install(db)
+    assert db.conn.execute("SELECT * FROM checkin_days ORDER BY day").fetchall() == [
+        ("2026-11-21", 1),
+        ("2026-11-22", 2),
+    ]
+    count = f"SELECT count(*) {store.DAY_CHECKINS}"
+    assert [db.conn.execute(count, (d,)).fetchone()[0] for d in ("2026-11-22", "2026-11-23")] == [
+        2,
+        0,
+    ]
+    assert "checkins_day" not in {r[1] for r in db.conn.execute("PRAGMA index_list(checkins)")}
+    db.conn.close()
+
+
 def test_purge_never_touches_undelivered_events(tmp_path: Path) -> None:
     rig = open_station(tmp_path)
     _busy_day(rig, 4)
@@ -210,7 +278,7 @@ READER = textwrap.dedent(
     """
     import json, sys, time
     from edge_agent import outbox
-    from edge_agent.db import open_db
+    from edge_agent.db import migrate, open_db, write_transaction
     db = open_db(sys.argv[1])
     want = int(sys.argv[2])
     seen, after, deadline = [], 0, time.monotonic() + 60
