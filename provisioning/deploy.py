@@ -31,11 +31,15 @@ from provisioning.inventory import (
 )
 from provisioning.render import (
     BOOT_CONFIGS,
+    ENABLED_UNITS,
+    PURGE_TIMER,
     SERVICES,
     SYSTEM_UNITS,
+    TIMERS,
     TIMESYNC_DROPIN,
     UDEV_DIR,
     UNIT_DIR,
+    UNITS,
     WATCHDOG_DROPIN,
     Desired,
     FileSpec,
@@ -216,7 +220,8 @@ class Deploy:
         paths = [plan.rooted(p, d.path) for d in desired.dirs]
         paths += [plan.rooted(p, f.path) for f in desired.files]
         paths += sorted({plan.rooted(p, f.path.parent) for f in desired.files} - set(paths))
-        enable = [*SERVICES, *SYSTEM_UNITS]
+        enable = [*ENABLED_UNITS, *SYSTEM_UNITS]
+        running = [*SERVICES, *TIMERS]
         sections = {
             "packages": plan.packages_fact_command(self.st.packages) if self.st.packages else "",
             "accounts": plan.accounts_fact_command(p),
@@ -224,7 +229,7 @@ class Deploy:
             "boot": plan.boot_fact_command(p, BOOT_CONFIGS),
             "releases": plan.releases_fact_command(p, RELEASES_DIR, CURRENT_LINK),
             "enabled": plan.units_fact_command(enable, "is-enabled", p if self.image else ""),
-            "active": "" if self.image else plan.units_fact_command(SERVICES, "is-active"),
+            "active": "" if self.image else plan.units_fact_command(running, "is-active"),
         }
         raw = plan.split_sections(
             self.ex.fact(plan.snapshot_command({k: v for k, v in sections.items() if v}))
@@ -358,8 +363,9 @@ class Deploy:
 
     def _systemd(self, facts: Snapshot, changed_files: set[str], switched: bool) -> None:
         prefix = self.prefix
-        unit_files = {str(UNIT_DIR / u) for u in SERVICES}
-        enable = [*SERVICES, *SYSTEM_UNITS]
+        unit_files = {str(UNIT_DIR / u) for u in UNITS}
+        service_files = {str(UNIT_DIR / u) for u in SERVICES}
+        enable = [*ENABLED_UNITS, *SYSTEM_UNITS]
         if self.image:
             self.step("enable units", lambda: plan.plan_enable(enable, facts.enabled, prefix))
             return
@@ -382,10 +388,12 @@ class Deploy:
             return [plan.Shell("udevadm control --reload-rules && udevadm trigger")]
 
         # The services read the station files and run the release: restart after a change.
+        # The purge reads them afresh at each run; only its timer restarts, when it changed.
         restart = switched or any(
-            not f.startswith(("/etc/systemd/", "/etc/modules")) or f in unit_files
+            not f.startswith(("/etc/systemd/", "/etc/modules")) or f in service_files
             for f in changed_files
         )
+        timer_changed = str(UNIT_DIR / PURGE_TIMER) in changed_files
         self.group(
             "systemd",
             [
@@ -394,6 +402,7 @@ class Deploy:
                 ("restart time sync", timesync),
                 ("reload udev rules", udev),
                 ("services", lambda: plan.plan_services(SERVICES, facts.active, restart)),
+                ("timers", lambda: plan.plan_services(TIMERS, facts.active, timer_changed)),
             ],
         )
 

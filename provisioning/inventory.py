@@ -131,6 +131,8 @@ class Station(_Model):
     fallback_ntp: list[str] = ["0.debian.pool.ntp.org", "1.debian.pool.ntp.org"]
     hardware_watchdog_s: int = Field(15, ge=0, le=600)
     kiosk_watchdog_s: int = Field(30, ge=5, le=600)
+    # Local time of the daily retention purge (`station db purge`), HH:MM.
+    purge_at: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = "03:00"
     connect_timeout_s: int = Field(10, ge=1, le=300)
     reboot_delay_s: float = Field(10.0, ge=0, le=600)
     reboot_timeout_s: float = Field(300.0, ge=1, le=3600)

@@ -31,6 +31,14 @@ UNIT_DIR = PurePosixPath("/etc/systemd/system")
 KIOSK_UNIT = "sampling-kiosk.service"
 AGENT_UNIT = "sampling-agent.service"
 SERVICES = (AGENT_UNIT, KIOSK_UNIT)
+# The daily retention purge: a oneshot service started only by its timer.
+PURGE_SERVICE = "sampling-purge.service"
+PURGE_TIMER = "sampling-purge.timer"
+TIMERS = (PURGE_TIMER,)
+# Every unit file a station gets, and the units the deploy enables (the purge service has no
+# [Install] section: its timer starts it).
+UNITS = (*SERVICES, PURGE_SERVICE, PURGE_TIMER)
+ENABLED_UNITS = (*SERVICES, *TIMERS)
 # Units systemd ships that a station must have enabled: time sync and "wait until synced",
 # without which time-sync.target is reached before the clock is set.
 SYSTEM_UNITS = ("systemd-timesyncd.service", "systemd-time-wait-sync.service")
@@ -118,6 +126,7 @@ def render_unit(name: str, station: Station, current: str | None = None) -> str:
         current=current or str(CURRENT_LINK),
         config_path=str(CONFIG_PATH),
         kiosk_watchdog_s=station.kiosk_watchdog_s,
+        purge_at=station.purge_at,
         hardware_watchdog_s=station.hardware_watchdog_s,
         ntp=" ".join(station.ntp),
         fallback_ntp=" ".join(station.fallback_ntp),
@@ -184,7 +193,7 @@ def desired_state(inventory: Inventory, station: Station) -> Desired:
             FileSpec(MQTT_DIR / name, 0o644 if public else 0o640, "root", user,
                      "data" if public else "secret", source=local)
         )  # fmt: skip
-    for unit in SERVICES:
+    for unit in UNITS:
         files.append(
             FileSpec(UNIT_DIR / unit, 0o644, "root", "root", "unit",
                      content=render_unit(unit, station).encode())

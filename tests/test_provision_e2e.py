@@ -226,6 +226,24 @@ def test_first_run_installs_everything_with_the_expected_modes(applied: Applied)
         assert "systemctl restart sampling-agent.service sampling-kiosk.service" in log
         assert any(c.startswith("systemctl enable") and "systemd-time-wait-sync" in c for c in log)
         assert r["rebooted"] is True
+        # The daily purge: its service and timer installed, the timer enabled and running.
+        purge = (units / "sampling-purge.service").read_text()
+        timer = (units / "sampling-purge.timer").read_text()
+        assert _mode(units / "sampling-purge.service") == ("0o644", 0, 0)
+        assert _mode(units / "sampling-purge.timer") == ("0o644", 0, 0)
+        assert (
+            "ExecStart=/opt/sampling-station/current/venv/bin/station db purge "
+            "--config /etc/sampling-station/station.toml\n"
+        ) in purge
+        assert "User=sampling\n" in purge and "IOSchedulingClass=idle\n" in purge
+        assert "OnCalendar=*-*-* 03:00:00\n" in timer and "Persistent=true\n" in timer
+        enable = next(c for c in log if c.startswith("systemctl enable"))
+        assert "sampling-purge.timer" in enable.split()
+        assert "systemctl restart sampling-purge.timer" in log
+        assert (root / ".fake" / "enabled" / "sampling-purge.timer").exists()
+        assert (root / ".fake" / "active" / "sampling-purge.timer").exists()
+        # Only the timer starts the purge; the deploy never does.
+        assert not [c for c in log if "sampling-purge.service" in c]
 
 
 def test_diffs_of_a_live_run_are_reported(applied: Applied) -> None:
@@ -426,11 +444,13 @@ def test_an_sd_card_image_is_prepared_offline(
             assert r["status"] == "unchanged" and r["changes"] == []
     gid = _gid(card, "sampling")
     assert _mode(card / "etc/sampling-station/station.toml") == ("0o640", 0, gid)
+    for unit in ("sampling-purge.service", "sampling-purge.timer"):
+        assert _mode(card / "etc/systemd/system" / unit) == ("0o644", 0, 0)
     assert "# BEGIN sampling-station" in (card / "boot/firmware/config.txt").read_text()
     log = calls(card)
     assert (
         f"systemctl --root={card} enable sampling-agent.service sampling-kiosk.service "
-        "systemd-timesyncd.service systemd-time-wait-sync.service"
+        "sampling-purge.timer systemd-timesyncd.service systemd-time-wait-sync.service"
     ) in log
     assert any(c.startswith(f"useradd --root {card} ") for c in log)
     assert not [c for c in log if c.split()[0] in ("reboot", "apt-get") or " restart " in c]

@@ -116,6 +116,8 @@ def test_duplicate_ids_and_bad_values(tmp_path: Path) -> None:
     ).replace("station K02: id", "station K01: id")
     assert "station K01: port:" in _problems(tmp_path, station={"port": 70000})
     assert "station K01: packages.0:" in _problems(tmp_path, station={"packages": ["Bad Name"]})
+    for when in ("25:00", "3:00", "03:00:00"):
+        assert "station K01: purge_at:" in _problems(tmp_path, station={"purge_at": when})
 
 
 def test_the_cli_reports_inventory_errors_before_connecting(

@@ -14,12 +14,14 @@ from hypothesis import strategies as st
 
 from provisioning import plan
 from provisioning.deploy import Deploy, HostReport
-from provisioning.inventory import CURRENT_LINK, RELEASES_DIR, Inventory
+from provisioning.inventory import CURRENT_LINK, RELEASES_DIR, Inventory, Station
 from provisioning.render import (
     BLOCK_BEGIN,
     BLOCK_END,
+    ENABLED_UNITS,
     SERVICES,
     SYSTEM_UNITS,
+    TIMERS,
     DirSpec,
     FileSpec,
     desired_state,
@@ -388,10 +390,13 @@ def test_a_fresh_station_gets_every_operation(inventory: Inventory) -> None:
     files = [f"file {f.path}" for f in desired_state(inventory, inventory.stations[0]).files]
     assert "file /etc/sampling-station/station.toml" in files
     assert "file /etc/systemd/system/sampling-kiosk.service" in files
+    assert "file /etc/systemd/system/sampling-purge.service" in files
+    assert "file /etc/systemd/system/sampling-purge.timer" in files
     assert names == [
         "packages", "service user", "directories", *files, f"release {release}",
         "switch current", "systemd reload", "enable units", "restart time sync",
         *(["reload udev rules"] if any("/udev/" in f for f in files) else []), "services",
+        "timers",
     ]  # fmt: skip
     commands = {c["operation"]: c["commands"] for c in report.changes}
     assert commands["systemd reload"] == ["systemctl daemon-reexec"]  # the watchdog drop-in
@@ -399,9 +404,13 @@ def test_a_fresh_station_gets_every_operation(inventory: Inventory) -> None:
         "systemctl restart sampling-agent.service sampling-kiosk.service"
     ]
     assert commands["enable units"] == [
-        "systemctl enable sampling-agent.service sampling-kiosk.service "
+        "systemctl enable sampling-agent.service sampling-kiosk.service sampling-purge.timer "
         "systemd-timesyncd.service systemd-time-wait-sync.service"
     ]
+    # The timer is started; the purge service only ever by its timer.
+    assert commands["timers"] == ["systemctl restart sampling-purge.timer"]
+    systemctl = [c for cs in commands.values() for c in cs if c.startswith("systemctl")]
+    assert not [c for c in systemctl if "sampling-purge.service" in c]
     # The files are one operation: directories made, then every upload, then all moved in.
     files_op = next(steps for name, steps in ex.ran if name == "files")
     kinds = [type(s).__name__ for s in files_op]
@@ -414,8 +423,10 @@ def test_a_fresh_station_gets_every_operation(inventory: Inventory) -> None:
     ]
 
 
-def test_a_station_in_the_desired_state_gets_no_commands(inventory: Inventory) -> None:
-    station = inventory.stations[0]
+def _settled_facts(
+    inventory: Inventory, station: Station, **replace: list[str]
+) -> dict[str, list[str]]:
+    """The facts of a station that already has everything; ``replace`` swaps sections."""
     desired = desired_state(inventory, station)
     groups = service_groups(station)
     accounts = ["root:x:0:0::/root:/bin/sh", "sampling:x:998:997::/var/lib/s:/bin/false",
@@ -429,19 +440,51 @@ def test_a_station_in_the_desired_state_gets_no_commands(inventory: Inventory) -
         paths.append(f"F\t{f.path}\t{f.mode:o} {owner[f.owner]} {group[f.group]}\t{digest}")
     boot = plan.edit_boot_config("arm_64bit=1\n", desired.boot_fragment).encode()
     name = inventory.fleet.release.release_name()
-    ex = FactsExecutor({
+    facts = {
         "packages": [f"{p}\tinstalled" for p in station.packages],
         "accounts": accounts,
         "paths": paths,
         "boot": ["/boot/firmware/config.txt", base64.b64encode(boot).decode()],
         "releases": [f'R\t{name}\t\t{{"installed_at": "T"}}', f"C\treleases/{name}"],
-        "enabled": [f"{u}\tenabled" for u in [*SERVICES, *SYSTEM_UNITS]],
-        "active": [f"{u}\tactive" for u in SERVICES],
-    })  # fmt: skip
+        "enabled": [f"{u}\tenabled" for u in [*ENABLED_UNITS, *SYSTEM_UNITS]],
+        "active": [f"{u}\tactive" for u in [*SERVICES, *TIMERS]],
+    }  # fmt: skip
+    return facts | replace
+
+
+def test_a_station_in_the_desired_state_gets_no_commands(inventory: Inventory) -> None:
+    station = inventory.stations[0]
+    ex = FactsExecutor(_settled_facts(inventory, station))
     report = HostReport("K01", "10.0.0.1:22", "apply", dry=True)
     Deploy(ex, inventory, station, report).apply()
     assert ex.ran == []
-    assert report.changes == [] and report.release_before == name
+    assert report.changes == [] and report.release_before == inventory.fleet.release.release_name()
+
+
+def test_a_new_purge_time_rewrites_and_restarts_only_the_timer(inventory: Inventory) -> None:
+    """The kiosk and the agent keep running when only the purge's time changes."""
+    before = inventory.stations[0]
+    after = before.model_copy(update={"purge_at": "22:45"})
+    ex = FactsExecutor(_settled_facts(inventory, before))
+    report = HostReport("K01", "10.0.0.1:22", "apply", dry=True)
+    Deploy(ex, inventory, after, report).apply()
+    commands = {c["operation"]: c["commands"] for c in report.changes}
+    timer = "/etc/systemd/system/sampling-purge.timer"
+    assert list(commands) == [f"file {timer}", "systemd reload", "timers"]
+    assert commands["systemd reload"] == ["systemctl daemon-reload"]
+    assert commands["timers"] == ["systemctl restart sampling-purge.timer"]
+    assert "+OnCalendar=*-*-* 22:45:00" in report.diffs[timer]
+
+
+def test_a_stopped_purge_timer_is_started_again(inventory: Inventory) -> None:
+    station = inventory.stations[0]
+    active = [f"{u}\tactive" for u in SERVICES] + [f"{u}\tinactive" for u in TIMERS]
+    ex = FactsExecutor(_settled_facts(inventory, station, active=active))
+    report = HostReport("K01", "10.0.0.1:22", "apply", dry=True)
+    Deploy(ex, inventory, station, report).apply()
+    assert report.changes == [
+        {"operation": "timers", "commands": ["systemctl start sampling-purge.timer"]}
+    ]
 
 
 def test_station_toml_writer_round_trips() -> None:
