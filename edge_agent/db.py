@@ -92,6 +92,10 @@ def migrate(db: sqlite_utils.Database, component: str, steps: Sequence[str]) -> 
 
     Each step runs in its own transaction together with the version bump, so a crash
     half-way leaves the file at a whole version. Returns the version now in force.
+
+    Foreign keys are off while steps run, so a step may rebuild a table others refer to
+    (create the new one, copy, drop the old, rename); before it commits, every reference
+    must still resolve, or the step rolls back.
     """
     conn = db.conn
     conn.execute(
@@ -108,16 +112,29 @@ def migrate(db: sqlite_utils.Database, component: str, steps: Sequence[str]) -> 
             f"the database holds {component} schema version {current}, newer than this "
             f"software knows ({len(steps)}); roll the software forward, not the data back"
         )
-    for version in range(current + 1, len(steps) + 1):
-        with write_transaction(db) as c:
-            for statement in _statements(steps[version - 1]):
-                c.execute(statement)
-            c.execute(
-                "INSERT INTO schema_version(component, version) VALUES (?, ?) "
-                "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
-                (component, version),
-            )
-        log.info("migrated %s to schema version %d", component, version)
+    if current == len(steps):
+        return current
+    enforced = bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])
+    conn.execute("PRAGMA foreign_keys = OFF")  # a no-op inside a transaction: set it here
+    try:
+        for version in range(current + 1, len(steps) + 1):
+            with write_transaction(db) as c:
+                for statement in _statements(steps[version - 1]):
+                    c.execute(statement)
+                broken = c.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise StorageError(
+                        f"{component} schema version {version} would leave references that "
+                        f"resolve nowhere (first: {tuple(broken[0])}); nothing was changed"
+                    )
+                c.execute(
+                    "INSERT INTO schema_version(component, version) VALUES (?, ?) "
+                    "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+                    (component, version),
+                )
+            log.info("migrated %s to schema version %d", component, version)
+    finally:
+        conn.execute(f"PRAGMA foreign_keys = {'ON' if enforced else 'OFF'}")
     return len(steps)
 
 

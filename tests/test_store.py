@@ -106,7 +106,7 @@ def test_full_database_raises_and_writes_nothing(tmp_path: Path) -> None:
 
 @pytest.fixture
 def store_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    with small_tmpfs(tmp_path / "tmpfs", "256k") as where:
+    with small_tmpfs(tmp_path / "tmpfs", "512k") as where:
         yield where
 
 
@@ -241,6 +241,66 @@ def test_check_ins_of_the_first_schema_keep_their_days(tmp_path: Path) -> None:
         0,
     ]
     assert "checkins_day" not in {r[1] for r in db.conn.execute("PRAGMA index_list(checkins)")}
+    db.conn.close()
+
+
+def test_tube_members_of_the_second_schema_keep_their_order(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "s.db")
+    outbox.install(db)
+    migrate(db, store.COMPONENT, store.MIGRATIONS[:2])
+    with write_transaction(db) as c:
+        c.execute(
+            "INSERT INTO tubes(tube, mode, capacity, state, opened_at) "
+            "VALUES ('TB1', 'pool', 10, 'open', 0)"
+        )
+        for n, sub in enumerate(("a", "b", "c"), start=1):
+            c.execute(
+                "INSERT INTO checkins(at, day, via, resident, decision, lane, event_seq) "
+                "VALUES (?, '2026-11-23', 'code', ?, 'pool', 'main', ?)",
+                (float(n), sub, n),
+            )
+            c.execute(
+                "INSERT INTO tube_members(tube, resident, position, checkin, added_at) "
+                "VALUES ('TB1', ?, ?, ?, ?)",
+                (sub, n, n, float(n)),
+            )
+        # "a" was taken out before sealing: "b" and "c" moved up
+        c.execute(
+            "UPDATE tube_members SET position = NULL, removed_at = 4, remove_reason = 'left' "
+            "WHERE resident = 'a'"
+        )
+        c.execute("UPDATE tube_members SET position = position - 1 WHERE resident IN ('b', 'c')")
+        c.execute(
+            "INSERT INTO waiting(mode, resident, checkin, lane, since) "
+            "VALUES ('pool', 'c', 3, 'main', 5)"
+        )
+    store.install(db)
+    rows = db.conn.execute(
+        "SELECT joined, resident, position, checkin FROM tube_members ORDER BY joined"
+    ).fetchall()
+    assert rows == [(1, "a", None, 1), (2, "b", 1, 2), (3, "c", 2, 3)]
+    assert store.members(db.conn, "TB1") == ("b", "c")
+    assert db.conn.execute("SELECT resident, checkin FROM waiting").fetchall() == [("c", 3)]
+    assert db.conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
+    assert db.conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    with write_transaction(db) as c:
+        assert store.add_member(c, "TB1", "d", 3, 6.0) == 3
+    assert db.conn.execute("SELECT max(joined) FROM tube_members").fetchone() == (4,)
+    db.conn.close()
+
+
+def test_a_migration_that_breaks_references_changes_nothing(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "s.db")
+    broken = (
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY);\n"
+        "CREATE TABLE child (parent INTEGER REFERENCES parent(id));\n"
+        "INSERT INTO child VALUES (5);\n"
+    )
+    with pytest.raises(StorageError, match="references that resolve nowhere"):
+        migrate(db, "demo", [broken])
+    assert "parent" not in db.table_names() and "child" not in db.table_names()
+    assert db.conn.execute("SELECT count(*) FROM schema_version").fetchone() == (0,)
+    assert db.conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
     db.conn.close()
 
 

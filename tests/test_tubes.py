@@ -218,8 +218,8 @@ def test_a_sealed_group_never_changes(rig: Rig) -> None:
     # even a write that bypasses the station is stopped by the database
     conn = s.db.conn
     for sql in (
-        "INSERT INTO tube_members(tube, resident, position, added_at) "
-        f"VALUES ('{TUBE1}', 'x', 3, 0)",
+        "INSERT INTO tube_members(tube, joined, resident, position, added_at) "
+        f"VALUES ('{TUBE1}', 3, 'x', 3, 0)",
         f"UPDATE tube_members SET position = 9 WHERE tube = '{TUBE1}'",
         f"DELETE FROM tube_members WHERE tube = '{TUBE1}'",
         f"UPDATE tubes SET state = 'open' WHERE tube = '{TUBE1}'",
@@ -229,6 +229,23 @@ def test_a_sealed_group_never_changes(rig: Rig) -> None:
             conn.execute(sql)
     t = s.tube(TUBE1)
     assert t is not None and t.members == ("a", "b") and t.state == "sealed"
+
+
+def test_the_database_refuses_two_members_on_one_position(rig: Rig) -> None:
+    s = rig.station
+    s.scan(TUBE1, "S07")
+    join(rig, "a")
+    join(rig, "b")
+    conn = s.db.conn
+    with pytest.raises(sqlite3.IntegrityError, match="position in the tube is taken"):
+        conn.execute(
+            "INSERT INTO tube_members(tube, joined, resident, position, added_at) "
+            f"VALUES ('{TUBE1}', 9, 'x', 2, 0)"
+        )
+    with pytest.raises(sqlite3.IntegrityError, match="position in the tube is taken"):
+        conn.execute(f"UPDATE tube_members SET position = 1 WHERE tube = '{TUBE1}' AND joined = 2")
+    t = s.tube(TUBE1)
+    assert t is not None and t.members == ("a", "b")
 
 
 def test_void_frees_the_members_to_join_again(rig: Rig) -> None:
