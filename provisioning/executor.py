@@ -68,10 +68,32 @@ class PyinfraExecutor:
         except ConnectError as exc:
             raise ConnectionError(_explain_connect_error(str(exc.args[0]))) from None
         self.state.activate_host(self.host)
+        if self.sudo:
+            self._check_sudo()
         self.state.set_stage(StateStage.Prepare)
         if not self.dry:
             self.state.set_stage(StateStage.Execute)
             self.state.is_executing = True
+
+    def _check_sudo(self) -> None:
+        """Refuse early, with the reason, when sudo would ask for a password (or is missing):
+        pyinfra would otherwise prompt for one, which no runner process can answer."""
+        # sudo's own words behind a prefix: pyinfra prompts whenever a line of output is
+        # exactly "sudo: a password is required".
+        ok, out = self.host.run_shell_command(
+            StringCommand('said=$(sudo -n true 2>&1) || { printf "sudo> %s\\n" "$said"; exit 1; }')
+        )
+        if ok:
+            return
+        said = " ".join(line.removeprefix("sudo> ") for line in out.stdout_lines).strip()
+        said = said or " ".join(out.stderr_lines).strip() or "no output"
+        user = self.station.user
+        raise StepFailed(
+            "sudo",
+            f"the SSH user {user} cannot run commands with sudo without a password ({said}); "
+            f"give {user} passwordless sudo on the station (NOPASSWD in /etc/sudoers.d, see "
+            "docs/provisioning.md) or log in as root",
+        )
 
     def disconnect(self) -> None:
         if self.host.connected:

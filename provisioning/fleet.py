@@ -54,8 +54,15 @@ def run_station(
         ).rstrip(os.pathsep)
         cmd = [sys.executable, "-m", "provisioning.runner", str(job_path), str(result_path)]
         try:
+            # No terminal input: nothing in the runner may wait for an answer from a person.
             proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=timeout_s, env=env, check=False
+                cmd,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                env=env,
+                check=False,
             )
             output = proc.stderr + proc.stdout
         except subprocess.TimeoutExpired as exc:

@@ -8,10 +8,13 @@ from a wheel, symlinks switched on disk.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
+import pwd
 import secrets
+import shutil
 import stat
 import tomllib
 from collections.abc import Iterator
@@ -25,9 +28,11 @@ from tests.support.ports import free_port
 from tests.support.provision import (
     build_release_wheel,
     calls,
+    fakes_dir,
     inventory_text,
     make_root,
     station_sshd,
+    sudo_user,
     write_fakes,
 )
 from tests.support.sshd import Keys, Sshd, generate_keys, running_sshds
@@ -65,7 +70,11 @@ class Fleet:
     inventory: Path
 
     def write(
-        self, artifact: Path, known_hosts: str | None = None, extra_station: str = ""
+        self,
+        artifact: Path,
+        known_hosts: str | None = None,
+        extra_station: str = "",
+        per_station: dict[str, str] | None = None,
     ) -> None:
         kh = self.dir / "known_hosts"
         kh.write_text(
@@ -86,6 +95,7 @@ class Fleet:
                 stations=sorted(entries),
                 mqtt=self.secrets,
                 extra_station=extra_station,
+                per_station=per_station,
             )
         )
 
@@ -481,3 +491,91 @@ def test_a_failed_step_is_reported_and_the_next_run_completes(
         assert code == 0, out
         assert reports["K41"]["status"] == "changed" and reports["K42"]["status"] == "unchanged"
         assert (fleet.roots["K41"] / CURRENT).is_symlink()
+
+
+def _tree(root: Path, same_as: tuple[str, str]) -> dict[str, tuple[object, ...]]:
+    """Every path under a station's root with its kind, mode and owner, and the content of
+    each file outside the releases (whose virtual environments name their own paths); the
+    other station's id reads as ``same_as[1]``."""
+    out: dict[str, tuple[object, ...]] = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if rel == ".fake" or rel.startswith(".fake/"):
+            continue
+        st = path.lstat()
+        entry: tuple[object, ...] = (stat.S_IFMT(st.st_mode), oct(stat.S_IMODE(st.st_mode)),
+                                     st.st_uid, st.st_gid)  # fmt: skip
+        if path.is_symlink():
+            entry += (str(path.readlink()),)
+        elif path.is_file() and not rel.startswith("opt/sampling-station/releases/"):
+            body = path.read_bytes().replace(same_as[0].encode(), same_as[1].encode())
+            entry += (hashlib.sha256(body).hexdigest(),)
+        out[rel] = entry
+    return out
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="creating a login user and a sudoers drop-in needs root (CI runs the tests as root)",
+)
+def test_a_non_root_ssh_user_with_sudo_gets_the_same_station_as_root(
+    tmp_path: Path, keys: Keys, wheels: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """K51 is provisioned logging in as root, K52 as a user with passwordless sudo (as `pi`
+    on Raspberry Pi OS), K53 as a user whose sudo asks for a password: refused, with why."""
+    assert shutil.which("sudo") is not None, "sudo is not installed (scripts/setup installs it)"
+    fleet = _fleet(tmp_path, keys, {"K51": "firmware", "K52": "firmware", "K53": "firmware"},
+                   down=[])  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        pi = stack.enter_context(sudo_user(keys.client_public, [fakes_dir(tmp_path / "K52")]))
+        asks = stack.enter_context(
+            sudo_user(keys.client_public, [fakes_dir(tmp_path / "K53")], nopasswd=False)
+        )
+        stack.enter_context(running_sshds(list(fleet.servers.values())))
+        fleet.write(
+            wheels["1"],
+            per_station={"K52": f'user = "{pi.name}"', "K53": f'user = "{asks.name}"'},
+        )
+        code, out, reports = fleet.run(capsys, "apply")
+        assert code == 1, out  # K53
+        assert reports["K51"]["ok"] is True, reports["K51"]["errors"]
+        assert reports["K52"]["ok"] is True, reports["K52"]["errors"]
+        # The same operations, release, health check and calls of the system commands...
+        for field_ in ("status", "release_after", "services", "rebooted"):
+            assert reports["K52"][field_] == reports["K51"][field_], field_
+        ops = [[c["operation"] for c in reports[s]["changes"]] for s in ("K51", "K52")]  # type: ignore[union-attr]
+        assert ops[0] == ops[1] and len(ops[0]) > 10
+        assert reports["K52"]["selftest"]["passed"] is True  # type: ignore[index]
+        root51, root52 = fleet.roots["K51"], fleet.roots["K52"]
+        assert [c.replace("K52", "K51") for c in calls(root52)] == calls(root51)
+        # ...and the same files, modes, owners and contents: nothing left to the SSH user.
+        tree51, tree52 = _tree(root51, ("K51", "K51")), _tree(root52, ("K52", "K51"))
+        assert tree52 == tree51
+        uid = pwd.getpwnam(pi.name).pw_uid
+        assert [p for p, e in tree52.items() if uid in e[2:4]] == []
+        assert (root52 / "etc/systemd/system/sampling-purge.timer").exists()
+
+        # K53: sudo would ask for a password; the run stops before changing anything.
+        r53 = reports["K53"]
+        assert r53["status"] == "failed" and r53["changes"] == []
+        assert (
+            f"the SSH user {asks.name} cannot run commands with sudo without a password"
+            in (
+                r53["errors"][0]  # type: ignore[index]
+            )
+        )
+        assert "NOPASSWD" in r53["errors"][0]  # type: ignore[index]
+        assert calls(fleet.roots["K53"]) == []
+        assert not (fleet.roots["K53"] / "etc/sampling-station").exists()
+
+        # Through sudo, the second run reads every fact right and changes nothing.
+        before = len(calls(root52))
+        code, out, reports = fleet.run(capsys, "apply", "--limit", "K52")
+        assert code == 0, out
+        assert reports["K52"]["status"] == "unchanged" and reports["K52"]["changes"] == []
+        assert all(" is-" in c or c.startswith("dpkg-query") for c in calls(root52)[before:])
+    # The throwaway users and their sudoers drop-ins are gone.
+    for user in (pi, asks):
+        with pytest.raises(KeyError):
+            pwd.getpwnam(user.name)
+        assert not user.sudoers.exists() and not user.home.exists()

@@ -50,6 +50,7 @@ def test_the_example_inventory_is_valid(tmp_path: Path) -> None:
     k01, k02, k03 = inv.stations
     assert (k01.port, k02.port, k01.user) == (22, 2222, "pi")
     assert k01.use_sudo and not k03.use_sudo
+    assert (k01.purge_at, k03.purge_at) == ("02:30", "02:30")  # from [fleet.defaults]
     assert k01.effective_mode == "live" and k03.effective_mode == "image" and k03.local
     assert inv.configs["K01"].station.role == "checkin"
     assert inv.configs["K01"].hardware.lights.main_red == 5

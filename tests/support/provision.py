@@ -17,8 +17,14 @@ import hashlib
 import io
 import json
 import os
+import secrets
+import shutil
+import subprocess
 import sys
+import tempfile
 import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -261,11 +267,87 @@ class TestStation:
     sshd: Sshd
 
 
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def fakes_dir(workdir: Path) -> Path:
+    """Where :func:`station_sshd` puts a station's fake system commands."""
+    return workdir / "fakes"
+
+
 def station_sshd(workdir: Path, index: int, keys: Keys, root: Path) -> Sshd:
-    fakes = workdir / "fakes"
+    fakes = fakes_dir(workdir)
     write_fakes(fakes, root)
-    path = f"{fakes}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    return Sshd(workdir / "sshd", f"127.0.0.{index}", keys, env={"PATH": path})
+    return Sshd(
+        workdir / "sshd",
+        f"127.0.0.{index}",
+        keys,
+        env={"PATH": f"{fakes}:{SYSTEM_PATH}"},
+        user_authorized_keys=("%h/.ssh/authorized_keys",),
+    )
+
+
+@dataclass(frozen=True)
+class SudoUser:
+    name: str
+    home: Path
+    sudoers: Path
+
+
+def _run(*argv: str) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {proc.stderr.strip() or proc.returncode}")
+
+
+@contextmanager
+def sudo_user(
+    client_public_key: str, path: Sequence[Path], *, nopasswd: bool = True
+) -> Iterator[SudoUser]:
+    """A throwaway login user of this machine with sudo, as on a Raspberry Pi (``pi``).
+
+    Its home is a fresh directory under the system's temporary directory (the tests' own
+    directories are root's alone), with ``client_public_key`` authorized. A drop-in in
+    /etc/sudoers.d lets it run anything as root, without a password when ``nopasswd``, with
+    ``path`` first on the ``PATH`` sudo gives commands (a test station's fakes). The user, its
+    home and the drop-in are removed on the way out, whatever happened. Needs root.
+    """
+    name = f"sshtest{secrets.token_hex(4)}"
+    home = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    # No dot in the name: sudo ignores drop-ins whose names contain one.
+    sudoers = Path("/etc/sudoers.d") / f"sampling-station-test-{name}"
+    draft = sudoers.with_name(sudoers.name + ".draft")  # ignored by sudo until renamed
+    created = False
+    try:
+        home.chmod(0o755)
+        # `*` as its password: no password login, but not a locked account (sshd refuses those).
+        _run("useradd", "--home-dir", str(home), "--no-create-home", "--shell", "/bin/sh",
+             "--password", "*", "--user-group", name)  # fmt: skip
+        created = True
+        ssh = home / ".ssh"
+        ssh.mkdir(mode=0o700)
+        (ssh / "authorized_keys").write_text(client_public_key + "\n")
+        (ssh / "authorized_keys").chmod(0o600)
+        shutil.chown(home, name, name)
+        shutil.chown(ssh, name, name)
+        shutil.chown(ssh / "authorized_keys", name, name)
+        secure_path = ":".join([*(str(p) for p in path), SYSTEM_PATH])
+        tag = "NOPASSWD: " if nopasswd else ""
+        draft.write_text(
+            f'Defaults:{name} secure_path="{secure_path}"\n{name} ALL=(ALL:ALL) {tag}ALL\n'
+        )
+        draft.chmod(0o440)
+        _run("visudo", "--check", "--quiet", "--file", str(draft))  # never break sudo itself
+        os.replace(draft, sudoers)
+        yield SudoUser(name, home, sudoers)
+    finally:
+        draft.unlink(missing_ok=True)
+        sudoers.unlink(missing_ok=True)
+        try:
+            if created:
+                _run("userdel", "--force", name)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def inventory_text(
@@ -277,8 +359,10 @@ def inventory_text(
     stations: list[tuple[str, str, int, Path]],
     mqtt: dict[str, Path] | None = None,
     extra_station: str = "",
+    per_station: dict[str, str] | None = None,
 ) -> str:
-    """An inventory for test stations: (id, address, port, root) each, live mode."""
+    """An inventory for test stations: (id, address, port, root) each, live mode, logged in
+    as root unless ``per_station`` gives a station lines of its own (``user = ...``)."""
     lines = [
         "[fleet]",
         f"known_hosts = {json.dumps(str(known_hosts))}",
@@ -317,6 +401,8 @@ def inventory_text(
         ]
         if extra_station:
             lines.append(extra_station)
+        if per_station and sid in per_station:
+            lines.append(per_station[sid])
         if mqtt:
             lines.append("[station.mqtt]")
             lines += [f"{k} = {json.dumps(str(v))}" for k, v in mqtt.items()]

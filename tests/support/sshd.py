@@ -59,6 +59,9 @@ class Sshd:
     address: str
     keys: Keys
     env: dict[str, str] = field(default_factory=dict)
+    # Further AuthorizedKeysFile entries, e.g. "%h/.ssh/authorized_keys": sshd reads them as
+    # the user logging in, who (unlike root) cannot read this server's own file.
+    user_authorized_keys: tuple[str, ...] = ()
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
@@ -78,7 +81,7 @@ class Sshd:
             f"ListenAddress {self.address}:{self.port}\n"
             f"HostKey {self.keys.host_key}\n"
             f"PidFile {self.workdir / 'sshd.pid'}\n"
-            f"AuthorizedKeysFile {authorized}\n"
+            f"AuthorizedKeysFile {' '.join([str(authorized), *self.user_authorized_keys])}\n"
             "PermitRootLogin prohibit-password\n"
             "PubkeyAuthentication yes\n"
             "PasswordAuthentication no\n"
