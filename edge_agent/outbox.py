@@ -6,9 +6,14 @@ marks it delivered. The row, never paho's message id, is the identity of an even
 
 ``seq`` is one more than the highest number ever given: the newest row's, or, once purges
 have deleted rows, the floor a purge records in ``outbox_counter`` before it deletes, so a
-number never comes round again. Appending writes only the event row and, while it is
-undelivered, its entry in the partial index the agent reads by; the check-in's commit stays
-a few pages (see ``docs/rules.md``, "What a check-in costs").
+number never comes round again. Appending writes only the event row, one page at the end of
+the table (see ``docs/rules.md``, "What a check-in costs").
+
+Undelivered rows are found without an index of their own: ``outbox_counter`` also holds
+``delivered_through``, a seq up to which every event is known delivered. The agent raises it
+as it marks events delivered and lowers it when the gateway asks for events again, so every
+read of what is pending is a short range of the table from there. It is only ever a lower
+bound: a row marked delivered some other way just makes the range a little longer.
 """
 
 from __future__ import annotations
@@ -77,6 +82,15 @@ MIGRATIONS: list[str] = [
     ALTER TABLE outbox_v2 RENAME TO outbox;
     CREATE INDEX outbox_undelivered ON outbox(seq) WHERE delivered_at IS NULL;
     """,
+    # 3: undelivered rows are read from the delivered_through mark, not through an index
+    # every appended event had to update.
+    """
+    ALTER TABLE outbox_counter ADD COLUMN delivered_through INTEGER NOT NULL DEFAULT 0;
+    UPDATE outbox_counter SET delivered_through = coalesce(
+        (SELECT min(seq) FROM outbox WHERE delivered_at IS NULL) - 1,
+        max(last_seq, coalesce((SELECT max(seq) FROM outbox), 0)));
+    DROP INDEX outbox_undelivered;
+    """,
 ]
 
 # The highest seq ever given: the newest row's, or the floor the last purge recorded.
@@ -84,6 +98,12 @@ LAST_SEQ = (
     "SELECT max(coalesce((SELECT max(seq) FROM outbox), 0), "
     "(SELECT last_seq FROM outbox_counter WHERE one = 1))"
 )
+
+# The undelivered rows: a range from the delivered_through mark.
+_UNDELIVERED_WHERE = (
+    "seq > (SELECT delivered_through FROM outbox_counter WHERE one = 1) AND delivered_at IS NULL"
+)
+UNDELIVERED = "FROM outbox WHERE " + _UNDELIVERED_WHERE
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +188,7 @@ def append(
 def pending(db: sqlite_utils.Database, after_seq: int, limit: int) -> list[OutboxRow]:
     """Undelivered events with ``seq`` above ``after_seq``, oldest first."""
     rows = db.conn.execute(
-        "SELECT seq, id, type, payload FROM outbox "
-        "WHERE delivered_at IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+        f"SELECT seq, id, type, payload {UNDELIVERED} AND seq > ? ORDER BY seq LIMIT ?",
         (after_seq, limit),
     ).fetchall()
     return [OutboxRow(int(s), str(i), str(t), str(p).encode()) for s, i, t, p in rows]
@@ -192,9 +211,10 @@ def mark_delivered_through(db: sqlite_utils.Database, seq: int) -> int:
     now = time.time()
     with write_transaction(db) as c:
         cur = c.execute(
-            "UPDATE outbox SET delivered_at = ? WHERE seq <= ? AND delivered_at IS NULL",
+            f"UPDATE outbox SET delivered_at = ? WHERE {_UNDELIVERED_WHERE} AND seq <= ?",
             (now, seq),
         )
+        _raise_mark(c)
         return cur.rowcount
 
 
@@ -209,6 +229,15 @@ def mark_delivered(db: sqlite_utils.Database, seqs: list[int]) -> None:
             "WHERE seq = ? AND delivered_at IS NULL",
             [(now, now, s) for s in seqs],
         )
+        _raise_mark(c)
+
+
+def _raise_mark(conn: sqlite3.Connection) -> None:
+    """Move delivered_through up to just below the oldest undelivered event."""
+    conn.execute(
+        f"UPDATE outbox_counter SET delivered_through = coalesce((SELECT min(seq) {UNDELIVERED})"
+        f" - 1, ({LAST_SEQ})) WHERE one = 1"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,9 +250,7 @@ class OutboxStats:
 def stats(db: sqlite_utils.Database, now: float | None = None) -> OutboxStats:
     now = time.time() if now is None else now
     last = last_seq(db)
-    depth, oldest = db.conn.execute(
-        "SELECT count(*), min(created_at) FROM outbox WHERE delivered_at IS NULL"
-    ).fetchone()
+    depth, oldest = db.conn.execute(f"SELECT count(*), min(created_at) {UNDELIVERED}").fetchone()
     age = None if oldest is None else max(0.0, now - float(oldest))
     return OutboxStats(last, int(depth), age)
 
@@ -271,7 +298,7 @@ def read_state(db: sqlite_utils.Database) -> dict[str, Any]:
 
 def delivered_through(db: sqlite_utils.Database) -> int:
     """The highest ``seq`` below which every event is delivered (0 when none is)."""
-    row = db.conn.execute("SELECT min(seq) FROM outbox WHERE delivered_at IS NULL").fetchone()
+    row = db.conn.execute(f"SELECT min(seq) {UNDELIVERED}").fetchone()
     if row[0] is not None:
         return int(row[0]) - 1
     return last_seq(db)
@@ -291,7 +318,16 @@ def reopen_from(conn: sqlite3.Connection, seq: int) -> int:
     cur = conn.execute(
         "UPDATE outbox SET published_at = NULL, delivered_at = NULL WHERE seq >= ?", (seq,)
     )
+    conn.execute(
+        "UPDATE outbox_counter SET delivered_through = min(delivered_through, ?) WHERE one = 1",
+        (seq - 1,),
+    )
     return cur.rowcount
+
+
+def undelivered_count(conn: sqlite3.Connection) -> int:
+    """How many events wait for delivery."""
+    return int(conn.execute(f"SELECT count(*) {UNDELIVERED}").fetchone()[0])
 
 
 def last_seq(db: sqlite_utils.Database) -> int:

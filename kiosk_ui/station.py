@@ -886,9 +886,7 @@ class Station:
             boxes = int(
                 conn.execute("SELECT count(*) FROM boxes WHERE day = ?", (day,)).fetchone()[0]
             )
-            pending = int(
-                conn.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
-            )
+            pending = outbox.undelivered_count(conn)
             open_ = store.open_tube(conn, "pool")
             return Counters(
                 day=day,

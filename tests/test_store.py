@@ -212,7 +212,9 @@ def test_an_outbox_of_the_first_schema_is_upgraded_with_its_numbering(tmp_path: 
     assert [r[0] for r in rows] == [1, 2, 3] and rows[2][2] is None
     assert outbox.last_seq(db) == 5 and outbox.delivered_through(db) == 2
     indexes = {r[1] for r in db.conn.execute("PRAGMA index_list(outbox)").fetchall()}
-    assert indexes == {"outbox_undelivered"}
+    assert indexes == set()  # no id index, no undelivered index: rows are read by seq range
+    mark = db.conn.execute("SELECT delivered_through FROM outbox_counter").fetchone()
+    assert mark == (2,)
     with write_transaction(db) as c:
         event = outbox.append(c, source="urn:sampling:t:s", type="sampling.tube.opened", data={})
     assert event["seq"] == 6
@@ -301,6 +303,34 @@ def test_a_migration_that_breaks_references_changes_nothing(tmp_path: Path) -> N
     assert "parent" not in db.table_names() and "child" not in db.table_names()
     assert db.conn.execute("SELECT count(*) FROM schema_version").fetchone() == (0,)
     assert db.conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
+    db.conn.close()
+
+
+def test_the_delivered_mark_follows_marks_out_of_order_and_requests_again(
+    tmp_path: Path,
+) -> None:
+    db = open_db(tmp_path / "s.db")
+    store.install(db)
+    with write_transaction(db) as c:
+        for _ in range(6):
+            outbox.append(c, source="urn:sampling:t:s", type="sampling.tube.opened", data={})
+
+    def mark() -> int:
+        return int(db.conn.execute("SELECT delivered_through FROM outbox_counter").fetchone()[0])
+
+    outbox.mark_delivered(db, [1, 3, 4])  # PUBACKs may come back out of order
+    assert (mark(), outbox.delivered_through(db), outbox.undelivered_count(db.conn)) == (1, 1, 3)
+    assert [r.seq for r in outbox.pending(db, 0, 10)] == [2, 5, 6]
+    outbox.mark_delivered(db, [2])
+    assert (mark(), outbox.stats(db).depth) == (4, 2)
+    assert outbox.mark_delivered_through(db, 6) == 2
+    assert (mark(), outbox.delivered_through(db), outbox.pending(db, 0, 10)) == (6, 6, [])
+    with write_transaction(db) as c:  # the gateway asks again from seq 3
+        assert outbox.reopen_from(c, 3) == 4
+    assert (mark(), [r.seq for r in outbox.pending(db, 0, 10)]) == (2, [3, 4, 5, 6])
+    # marked delivered behind the agent's back: the mark only lags, nothing is lost
+    db.conn.execute("UPDATE outbox SET delivered_at = 1 WHERE seq = 3")
+    assert (mark(), outbox.delivered_through(db), outbox.undelivered_count(db.conn)) == (2, 3, 3)
     db.conn.close()
 
 
