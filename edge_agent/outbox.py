@@ -18,6 +18,7 @@ bound: a row marked delivered some other way just makes the range a little longe
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -129,8 +130,14 @@ def settings_overrides(conn: sqlite3.Connection) -> dict[str, Any]:
     return {str(k): json.loads(v) for k, v in rows}
 
 
+@functools.lru_cache(maxsize=16)  # the events of one transaction share their time
 def rfc3339(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``at`` as an RFC 3339 UTC time with milliseconds, e.g. ``2026-11-23T07:00:00.123Z``."""
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+# Events in compact JSON, keys in the order the envelope and the data were built.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def append(
@@ -177,7 +184,7 @@ def append(
         "seq": seq,
         "data": data,
     }
-    payload = json.dumps(event, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    payload = _ENCODE(event)
     conn.execute(
         "INSERT INTO outbox(seq, id, type, time, payload, created_at) VALUES (?,?,?,?,?,?)",
         (seq, event_id, type, event["time"], payload, created),

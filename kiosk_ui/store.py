@@ -10,6 +10,7 @@ longer open never gains, loses or reorders a member, and a tube barcode is never
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -200,7 +201,12 @@ def install(db: sqlite_utils.Database) -> None:
 
 def local_day(at: float) -> str:
     """The station's calendar day of a time (local time zone), for today's counters."""
-    return time.strftime("%Y-%m-%d", time.localtime(at))
+    return _local_day(int(at) // 60 * 60)  # a day starts on a whole minute in every zone
+
+
+@functools.lru_cache(maxsize=64)
+def _local_day(minute: int) -> str:
+    return time.strftime("%Y-%m-%d", time.localtime(minute))
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,8 +426,8 @@ def insert_checkin(
             resident,
             name,
             color,
-            json.dumps(list(cat)),
-            json.dumps(list(readings)),
+            _json_list(cat),
+            _json_list(readings),
             temperature_c,
             decision,
             lane,
@@ -431,6 +437,10 @@ def insert_checkin(
         ),
     )
     return int(cur.lastrowid or 0)
+
+
+def _json_list(values: Sequence[str] | Sequence[float]) -> str:
+    return json.dumps(list(values)) if values else "[]"
 
 
 @dataclass(frozen=True, slots=True)
