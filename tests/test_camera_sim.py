@@ -1,0 +1,185 @@
+"""The simulated camera's render helper: codes are rendered in a child process, the frames
+are the renderer's own, and a helper that dies or hangs costs a log line, never a code."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+from firmware.camera import SimCamera, render_frame
+from firmware.errors import SimulationError
+from firmware.qr import make_engine
+
+W, H = 320, 240
+SEED = 7
+DISTORT = {"rotate": 15.0, "noise": 3.0, "scale": 0.9}
+
+
+def seed_of(n: int) -> int:
+    """The seed of the ``n``-th code shown to a camera made with ``SEED``."""
+    return SEED * 100_003 + n
+
+
+def ready_camera() -> tuple[SimCamera, int]:
+    cam = SimCamera(W, H, fps=100, seed=SEED)
+    pid = cam.start_helper(wait=60)
+    assert pid is not None, "the render helper did not start within 60 s"
+    return cam, pid
+
+
+def gone(pid: int, timeout: float = 10.0) -> bool:
+    """The process ``pid`` has exited (and is not a zombie of ours)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.timeout(90)
+def test_codes_are_rendered_in_a_helper_process_that_close_stops() -> None:
+    cam, pid = ready_camera()
+    try:
+        assert pid != os.getpid()
+        assert psutil.Process(pid).ppid() == os.getpid()
+        cam.show("HC1:APART", DISTORT)
+        assert (cam.renders_in_helper, cam.renders_here) == (1, 0)
+        assert cam.showing == "HC1:APART"
+        frame = cam.read(1.0)
+        assert np.array_equal(frame, render_frame("HC1:APART", W, H, DISTORT, seed=seed_of(1)))
+        assert make_engine("zxing").decode(frame) == ["HC1:APART"]
+        # Ctrl-C in a terminal reaches the helper too; the camera's owner stops it, not that.
+        os.kill(pid, signal.SIGINT)
+        time.sleep(0.2)
+        cam.show("HC1:STILL")
+        assert (cam.renders_in_helper, cam.renders_here) == (2, 0)
+        assert make_engine("zxing").decode(cam.read(1.0)) == ["HC1:STILL"]
+    finally:
+        cam.close()
+    assert gone(pid)
+    assert cam.helper_pid is None
+    # Closed: a show still changes nothing for the worse, and no new helper is started.
+    assert cam.start_helper(wait=0.5) is None
+    cam.show("HC1:LATE")
+    assert cam.renders_here == 1
+    assert cam.helper_pid is None
+
+
+@pytest.mark.timeout(90)
+def test_a_code_shown_before_the_helper_is_ready_is_rendered_here_the_same() -> None:
+    cam = SimCamera(W, H, fps=100, seed=SEED)
+    try:
+        cam.show("HC1:EARLY", DISTORT)  # the helper has only just been started
+        assert (cam.renders_in_helper, cam.renders_here) == (0, 1)
+        early = cam.read(1.0)
+        assert np.array_equal(early, render_frame("HC1:EARLY", W, H, DISTORT, seed=seed_of(1)))
+        assert cam.start_helper(wait=60) is not None
+        cam.show("HC1:EARLY", DISTORT)  # held up again: the next seed, rendered apart
+        assert (cam.renders_in_helper, cam.renders_here) == (1, 1)
+        again = cam.read(1.0)
+        assert np.array_equal(again, render_frame("HC1:EARLY", W, H, DISTORT, seed=seed_of(2)))
+        assert not np.array_equal(again, early)  # the noise of a new moment
+    finally:
+        cam.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_helper_that_dies_is_logged_and_the_code_is_still_shown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cam, pid = ready_camera()
+    try:
+        os.kill(pid, signal.SIGKILL)
+        assert gone(pid)
+        with caplog.at_level(logging.WARNING, logger="firmware.camera"):
+            cam.show("HC1:AFTER", DISTORT)
+        assert "render helper failed" in caplog.text
+        assert (cam.renders_in_helper, cam.renders_here) == (0, 1)
+        frame = cam.read(1.0)
+        assert np.array_equal(frame, render_frame("HC1:AFTER", W, H, DISTORT, seed=seed_of(1)))
+        assert cam.helper_pid is None
+        assert cam.start_helper(wait=0.5) is None  # not started again behind the log's back
+        cam.show("HC1:NEXT")
+        assert cam.renders_here == 2
+        assert make_engine("zxing").decode(cam.read(1.0)) == ["HC1:NEXT"]
+    finally:
+        cam.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_helper_that_hangs_is_stopped_after_the_timeout_and_the_code_rendered_here(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cam = SimCamera(W, H, fps=100, seed=SEED, render_timeout_s=0.5)
+    pid = cam.start_helper(wait=60)
+    assert pid is not None
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="firmware.camera"):
+            cam.show("HC1:HUNG")
+        took = time.monotonic() - start
+        assert 0.5 <= took < 20
+        assert "no frame within 0.5 s" in caplog.text
+        assert (cam.renders_in_helper, cam.renders_here) == (0, 1)
+        assert cam.showing == "HC1:HUNG"
+        assert make_engine("zxing").decode(cam.read(1.0)) == ["HC1:HUNG"]
+        assert gone(pid)  # stopped for good, not left behind stopped
+    finally:
+        cam.close()
+
+
+def test_a_wrong_distortion_is_refused_by_show_and_nothing_changes() -> None:
+    cam = SimCamera(W, H, fps=100, seed=SEED)
+    try:
+        empty = cam.read(1.0)
+        with pytest.raises(SimulationError, match="distort: unknown key 'tilt'"):
+            cam.show("HC1:TILTED", {"tilt": 3})
+        with pytest.raises(SimulationError, match=r"distort\.scale: must be 0\.05-3\.0"):
+            cam.show("HC1:HUGE", {"scale": 9})
+        assert cam.showing is None
+        assert (cam.renders_in_helper, cam.renders_here) == (0, 0)
+        assert np.array_equal(cam.read(1.0), empty)
+    finally:
+        cam.close()
+
+
+@pytest.mark.timeout(90)
+def test_shows_from_several_threads_each_leave_a_whole_frame_of_one_code() -> None:
+    cam, _ = ready_camera()
+    texts = [f"HC1:T{t}N{n}" for t in range(4) for n in range(3)]
+    errors: list[BaseException] = []
+
+    def shower(mine: list[str]) -> None:
+        try:
+            for text in mine:
+                cam.show(text)
+        except BaseException as exc:  # a failure in a thread must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=shower, args=(texts[t * 3 : t * 3 + 3],)) for t in range(4)]
+    try:
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(30)
+        assert not any(th.is_alive() for th in threads)
+        assert errors == []
+        assert cam.renders_in_helper + cam.renders_here == len(texts)
+        showing = cam.showing
+        assert showing in texts
+        # The frame in front of the camera is the code its text says, not another's.
+        assert make_engine("zxing").decode(cam.read(1.0)) == [showing]
+    finally:
+        cam.close()
