@@ -67,6 +67,9 @@ OPEN_RETRY_MIN_S = 1.0
 OPEN_RETRY_MAX_S = 60.0
 SHUTDOWN_WAIT_S = 5.0
 THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
+STORAGE_LOW = "storage_low"
+STORAGE_CHECK_S = 30.0
+STORAGE_MARGIN_MB = 16.0  # storage_low clears this far (or a quarter of the floor) above it
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,7 @@ class Agent:
         settings: LinkSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
+        storage_check_s: float = STORAGE_CHECK_S,
     ) -> None:
         self.config = config
         self.broker = config.broker
@@ -163,6 +167,8 @@ class Agent:
         self.mark_failures = 0
         self.mark_retry_at = 0.0
         self.next_telemetry = 0.0
+        self.storage_check_s = storage_check_s
+        self.next_storage_check = 0.0
         self.status_acked = threading.Event()
         self.delivered_count = 0
         self.link_state = "starting"
@@ -199,6 +205,7 @@ class Agent:
                     self._fill_window()
                 self._flush_marks()
                 self._maybe_telemetry()
+                self._maybe_check_storage()
         finally:
             self._shutdown()
 
@@ -625,6 +632,46 @@ class Agent:
             log.warning("telemetry not gathered: %s", exc)
             return
         self._publish(("telemetry", None), self.topic_telemetry, _json(body), 0, False)
+
+    # --- the station's disk ------------------------------------------------------------
+
+    def _maybe_check_storage(self) -> None:
+        """Raise ``storage_low`` when free space falls below ``storage.min_free_mb``; clear
+        it once there is a margin above it again (so a disk at the line does not flap)."""
+        now = self.clock()
+        floor = self.config.storage.min_free_mb
+        if floor <= 0 or now < self.next_storage_check:
+            return
+        self.next_storage_check = now + self.storage_check_s
+        try:
+            free_mb = shutil.disk_usage(self.config.storage.path.parent).free / 2**20
+        except OSError as exc:
+            log.warning("cannot read the free space of the station's disk: %s", exc)
+            return
+        source = self.config.source
+        try:
+            with write_transaction(self.db) as conn:
+                if free_mb < floor:
+                    event = outbox.raise_alert(
+                        conn,
+                        source=source,
+                        kind=STORAGE_LOW,
+                        detail=f"{free_mb:.1f} MB free, below storage.min_free_mb {floor} MB",
+                    )
+                elif free_mb >= floor + max(STORAGE_MARGIN_MB, floor / 4):
+                    event = outbox.clear_alert(
+                        conn, source=source, kind=STORAGE_LOW, detail=f"{free_mb:.1f} MB free"
+                    )
+                else:
+                    event = None
+        except StorageError as exc:
+            # A disk too full to record that it is full: the telemetry's disk_free_mb and
+            # the kiosk's storage fault say it; this is tried again at the next check.
+            log.warning("storage_low not recorded: %s", exc)
+            return
+        if event is not None:
+            log.warning("%s: %s", event["type"], event["data"]["detail"])
+            self.maybe_more = True  # our own commit does not move PRAGMA data_version
 
     # --- stopping ---------------------------------------------------------------------
 

@@ -292,6 +292,76 @@ def set_state(conn: sqlite3.Connection, key: str, value: Any) -> None:
     )
 
 
+ALERT_RAISED = "sampling.alert.raised"
+ALERT_CLEARED = "sampling.alert.cleared"
+
+
+def alert_key(kind: str, device: str | None = None) -> str:
+    """The ``agent_state`` key of a standing alert: ``alert.<kind>[.<device>]``."""
+    return f"alert.{kind}" if device is None else f"alert.{kind}.{device}"
+
+
+def active_alert(conn: sqlite3.Connection, kind: str, device: str | None = None) -> Any:
+    """The standing alert's record (``since``, ``detail``, ``seq``), or None."""
+    row = conn.execute(
+        "SELECT value FROM agent_state WHERE key = ?", (alert_key(kind, device),)
+    ).fetchone()
+    return None if row is None else json.loads(row[0])
+
+
+def raise_alert(
+    conn: sqlite3.Connection,
+    *,
+    source: str,
+    kind: str,
+    detail: str,
+    device: str | None = None,
+    at: float | None = None,
+) -> dict[str, Any] | None:
+    """Raise a standing alert (a fault that lasts until cleared); returns its event.
+
+    Call inside ``write_transaction``. An alert already standing is not raised again
+    (returns None): a sensor that keeps failing is one alert, not one per attempt. While it
+    stands, telemetry lists it under ``alerts``.
+    """
+    if active_alert(conn, kind, device) is not None:
+        return None
+    at = time.time() if at is None else at
+    data: dict[str, Any] = {"kind": kind, "resident": None, "detail": detail}
+    if device is not None:
+        data["device"] = device
+    event = append(conn, source=source, type=ALERT_RAISED, data=data, at=at)
+    set_state(
+        conn, alert_key(kind, device), {"since": rfc3339(at), "detail": detail, "seq": event["seq"]}
+    )
+    return event
+
+
+def clear_alert(
+    conn: sqlite3.Connection,
+    *,
+    source: str,
+    kind: str,
+    detail: str,
+    device: str | None = None,
+    at: float | None = None,
+) -> dict[str, Any] | None:
+    """End a standing alert; returns its ``sampling.alert.cleared`` event (None if none stood).
+
+    Call inside ``write_transaction``.
+    """
+    standing = active_alert(conn, kind, device)
+    if standing is None:
+        return None
+    at = time.time() if at is None else at
+    data: dict[str, Any] = {"kind": kind, "detail": detail, "raised_seq": standing.get("seq")}
+    if device is not None:
+        data["device"] = device
+    event = append(conn, source=source, type=ALERT_CLEARED, data=data, at=at)
+    set_state(conn, alert_key(kind, device), None)
+    return event
+
+
 def read_state(db: sqlite_utils.Database) -> dict[str, Any]:
     """Every ``agent_state`` value, JSON-decoded (a value that is not JSON stays text)."""
     out: dict[str, Any] = {}

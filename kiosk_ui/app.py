@@ -747,9 +747,12 @@ class KioskApp(App):
             f"{t('panel.link', lang)}: {word} ({st['link']}) · "
             f"{t('panel.backlog', lang, n=st['depth'])}"
         )
-        alerts = sorted(st.get("alerts") or {}) + [
-            f"{t(f'alert.{kind}', lang) if f'alert.{kind}' in STRINGS else kind} {at}"
-            for kind, at in data["alerts"]
+
+        def named(kind: str) -> str:
+            return t(f"alert.{kind}", lang) if f"alert.{kind}" in STRINGS else kind
+
+        alerts = [named(kind) for kind in sorted(st.get("alerts") or {})] + [
+            f"{named(kind)} {at}" for kind, at in data["alerts"]
         ]
         if alerts:
             p.link_text += f" · {t('panel.alerts', lang)}: {', '.join(alerts)}"

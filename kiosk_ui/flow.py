@@ -64,6 +64,7 @@ class FaultKind(StrEnum):
 _SHOWING = frozenset({State.RESULT, State.WAIT, State.ISOLATION, State.STAFF})
 _MEASURE = frozenset({State.MEASURING, State.REMEASURE, State.MANUAL_TEMPERATURE})
 FAULTS_TO_LATCH = 2
+SENSOR_FAULT = "sensor_fault"  # the alert kind of a thermometer or camera that fails
 ABANDON_S = 90.0  # a temperature check nobody finishes gives way to the next resident
 
 # States in which the next resident may show a code (a result on screen does not block).
@@ -136,6 +137,8 @@ class StationPort(Protocol):
     ) -> Any: ...
     def open_tube(self, mode: Any = ...) -> Any: ...
     def thresholds(self) -> Thresholds: ...
+    def raise_alert(self, kind: str, detail: str, *, device: str | None = None) -> Any: ...
+    def clear_alert(self, kind: str, detail: str, *, device: str | None = None) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -289,8 +292,7 @@ class KioskFlow:
         if self.state not in _MEASURE or self._pending is None:
             log.debug("reading %.1f ignored in %s", celsius, self.state)
             return
-        self.sensor_faults = 0
-        self.thermometer_faulty = False
+        self._thermometer_recovered()
         self._guard(self._reading, celsius)
 
     def manual_temperature(self, celsius: float) -> None:
@@ -320,7 +322,11 @@ class KioskFlow:
         # One failed measurement may be a resident who did not step up; two in a row is
         # the sensor: then the next residents go straight to the hand reading.
         self.sensor_faults += 1
-        self.thermometer_faulty = self.sensor_faults >= FAULTS_TO_LATCH
+        if not self.thermometer_faulty and self.sensor_faults >= FAULTS_TO_LATCH:
+            self.thermometer_faulty = True
+            self._standing(
+                lambda: self.station.raise_alert(SENSOR_FAULT, detail, device="thermometer")
+            )
         self._guard(
             self._enter,
             replace(
@@ -334,16 +340,40 @@ class KioskFlow:
 
     def thermometer_ok(self) -> None:
         """The sensor answers again (a probe or staff said so): measure the next resident."""
+        self._thermometer_recovered()
+
+    def _thermometer_recovered(self) -> None:
         self.sensor_faults = 0
-        self.thermometer_faulty = False
+        if self.thermometer_faulty:
+            self.thermometer_faulty = False
+            self._standing(
+                lambda: self.station.clear_alert(
+                    SENSOR_FAULT, "the thermometer measures again", device="thermometer"
+                )
+            )
+
+    def _standing(self, record: Callable[[], object]) -> None:
+        """Record a standing alert's start or end; a store that cannot is logged, not shown:
+        the screen already says what is wrong, and the next write shows a storage fault."""
+        try:
+            record()
+        except (StorageError, sqlite3.Error) as exc:
+            log.error("alert not recorded: %s", exc)
 
     def camera_fault(self, detail: str) -> None:
         """No frames come from the camera: nobody can check in by code until it is back."""
         self.camera_faulty = True
         log.error("camera fault: %s", detail)
+        self._standing(lambda: self.station.raise_alert(SENSOR_FAULT, detail, device="camera"))
         self._fault(FaultKind.CAMERA, detail)
 
     def camera_ok(self) -> None:
+        if self.camera_faulty:
+            self._standing(
+                lambda: self.station.clear_alert(
+                    SENSOR_FAULT, "the camera delivers frames again", device="camera"
+                )
+            )
         self.camera_faulty = False
         if self.state is State.FAULT and self.view.fault is FaultKind.CAMERA:
             self._guard(self._enter, self._fresh(State.IDLE))

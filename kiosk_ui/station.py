@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -83,7 +84,8 @@ MEMBER_REMOVED = "sampling.tube.member_removed"
 TUBE_SEALED = "sampling.tube.sealed"
 TUBE_VOIDED = "sampling.tube.voided"
 BOX_DISPATCHED = "sampling.box.dispatched"
-ALERT_RAISED = "sampling.alert.raised"
+ALERT_RAISED = outbox.ALERT_RAISED
+ALERT_CLEARED = outbox.ALERT_CLEARED
 
 MAX_TEXT = 200
 
@@ -903,6 +905,43 @@ class Station:
                 outbox_pending=pending,
             )
 
+    # -- standing alerts (faults that last) -----------------------------------------------
+
+    def raise_alert(self, kind: str, detail: str, *, device: str | None = None) -> Event | None:
+        """Tell the gateway about a fault that lasts (e.g. ``sensor_fault`` of ``device``
+        ``thermometer``), once until it is cleared; returns the event, or None when the
+        alert already stands."""
+        with self._lock, write_transaction(self.db) as conn:
+            return outbox.raise_alert(
+                conn,
+                source=self.config.source,
+                kind=_alert_kind(kind),
+                detail=_detail(detail, kind),
+                device=device,
+                at=self.clock(),
+            )
+
+    def clear_alert(self, kind: str, detail: str, *, device: str | None = None) -> Event | None:
+        """The fault is over: ``sampling.alert.cleared``, or None when nothing stood."""
+        with self._lock, write_transaction(self.db) as conn:
+            return outbox.clear_alert(
+                conn,
+                source=self.config.source,
+                kind=_alert_kind(kind),
+                detail=_detail(detail, kind),
+                device=device,
+                at=self.clock(),
+            )
+
+    def standing_alerts(self) -> dict[str, Any]:
+        """Alerts that stand now, by ``agent_state`` key without ``alert.``."""
+        with self._lock:
+            rows = self.db.conn.execute(
+                "SELECT key, value FROM agent_state WHERE key LIKE 'alert.%'"
+            ).fetchall()
+        found = {str(k).removeprefix("alert."): json.loads(v) for k, v in rows}
+        return {k: v for k, v in found.items() if v is not None}
+
     # -- internals ------------------------------------------------------------------------
 
     def _emit(self, conn: Any, tx: _Tx, type_: str, data: dict[str, Any], at: float) -> Event:
@@ -995,6 +1034,21 @@ def _queue_mode(outcome: Outcome) -> str | None:
     if outcome.decision is Decision.SINGLE:
         return "single"
     return None
+
+
+def _alert_kind(kind: str) -> str:
+    if not _ALERT_KIND.fullmatch(kind):
+        raise ValueError(f"alert kind {kind!r}: lower-case letters, digits and _ only")
+    return kind
+
+
+_ALERT_KIND = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def _detail(text: str, kind: str) -> str:
+    """A fault's own words, one line, not too long for a gateway's list; never empty."""
+    line = " ".join(str(text).split())
+    return (line[:197] + "...") if len(line) > 200 else (line or kind)
 
 
 def _text(value: str, what: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -341,3 +342,59 @@ def test_reconnect_backoff_is_capped_exponential_with_jitter(tmp_path: Path) -> 
         agent.failures = failures
         delays.append(agent._backoff())
     assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 4.0, 4.0]
+
+
+@pytest.mark.skipif(
+    not may_mount(), reason="a real filling file system needs root that may mount a tmpfs"
+)
+@pytest.mark.timeout(60)
+def test_a_filling_disk_raises_storage_low_once_and_clears_it_with_room_again(
+    tmp_path: Path, broker: Broker
+) -> None:
+    with small_tmpfs(tmp_path / "disk", "32m") as disk:
+        _, config = station_config(
+            tmp_path,
+            broker.url,
+            storage=disk / "station.db",
+            min_free_mb=8,
+            telemetry_interval_s=0.3,
+        )
+        db = station_db(config)
+        produce(db, config.source, 3)
+        with Recorder(broker.port) as rec, agent_thread(config, storage_check_s=0.1):
+            rec.wait_for(lambda r: len(r.events()) == 3, 15, "the first events")
+            time.sleep(0.3)  # a few checks with room: nothing raised
+            assert [e["type"] for e in rec.events()] == [all_events(db)[0]["type"]] * 3
+            free = shutil.disk_usage(disk).free
+            filler = disk / "filler"
+            filler.write_bytes(b"\0" * (free - 5 * 2**20))  # leaves about 5 MB of 32
+            rec.wait_for(
+                lambda r: any(e["type"] == "sampling.alert.raised" for e in r.events()),
+                10,
+                "storage_low raised",
+            )
+            rec.wait_for(
+                lambda r: "storage_low" in r.on("telemetry")[-1].json()["alerts"],
+                10,
+                "telemetry listing the standing alert",
+            )
+            produce(db, config.source, 2)  # the station keeps working meanwhile
+            time.sleep(0.5)  # more checks below the floor: still one alert
+            filler.unlink()
+            rec.wait_for(
+                lambda r: any(e["type"] == "sampling.alert.cleared" for e in r.events()),
+                10,
+                "storage_low cleared",
+            )
+        alerts = [e for e in rec.events() if "alert" in e["type"]]
+        assert [(e["type"], e["data"]["kind"]) for e in alerts] == [
+            ("sampling.alert.raised", "storage_low"),
+            ("sampling.alert.cleared", "storage_low"),
+        ]
+        assert "below storage.min_free_mb 8 MB" in alerts[0]["data"]["detail"]
+        assert alerts[1]["data"]["raised_seq"] == alerts[0]["seq"]
+        for event in rec.events():
+            validate_event(event)
+        assert [e["seq"] for e in rec.events()] == list(range(1, 8))
+        assert outbox.read_state(db)["alert.storage_low"] is None
+        db.conn.close()

@@ -285,6 +285,38 @@ def test_thermometer_fault_asks_staff_for_a_hand_reading(kiosk: Kiosk) -> None:
     kiosk.flow.code_read("HC1:GREEN2")
     assert kiosk.flow.state is State.MEASURING
     assert len(kiosk.measures) == 3
+    # the gateway heard of it once, when the sensor was taken for faulty, and of its return
+    alerts = [e for e in check_outbox(kiosk.station.db.conn) if "alert" in e["type"]]
+    assert [(e["type"], e["data"]["kind"], e["data"]["device"]) for e in alerts] == [
+        ("sampling.alert.raised", "sensor_fault", "thermometer"),
+        ("sampling.alert.cleared", "sensor_fault", "thermometer"),
+    ]
+    assert "0x06" in alerts[0]["data"]["detail"]
+    assert alerts[1]["data"]["raised_seq"] == alerts[0]["seq"]
+    assert kiosk.station.standing_alerts() == {}
+
+
+def test_a_thermometer_that_keeps_failing_is_one_standing_alert(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300001", "S1")
+    for code in ("HC1:GREEN1", "HC1:GREEN2", "HC1:ELDER"):
+        kiosk.flow.code_read(code)
+        kiosk.flow.sensor_fault("reading register 0x07 failed: PEC mismatch")
+        kiosk.flow.manual_temperature(36.5)
+    raised = [
+        e for e in check_outbox(kiosk.station.db.conn) if e["type"] == "sampling.alert.raised"
+    ]
+    assert len(raised) == 1
+    standing = kiosk.station.standing_alerts()
+    assert list(standing) == ["sensor_fault.thermometer"]
+    assert standing["sensor_fault.thermometer"]["seq"] == raised[0]["seq"]
+    # a real reading is as good as the probe: the alert ends
+    kiosk.flow.code_read("HC1:GREEN1")
+    kiosk.flow.reading(36.6)
+    assert kiosk.station.standing_alerts() == {}
+    types = [t for t, _ in events(kiosk.station)]
+    assert types.count("sampling.alert.cleared") == 1
+    # the sensor was back before this resident's check-in was recorded
+    assert types[-2:] == ["sampling.alert.cleared", "sampling.checkin.recorded"]
 
 
 def test_a_tube_held_to_the_camera_tells_the_staff_and_records_nothing(kiosk: Kiosk) -> None:
@@ -332,6 +364,8 @@ def test_camera_fault_and_recovery(kiosk: Kiosk) -> None:
     assert kiosk.flow.state is State.FAULT  # still broken: reset does not pretend
     kiosk.flow.camera_ok()
     assert kiosk.flow.state is State.IDLE
+    alerts = [(t, data.get("device")) for t, data in events(kiosk.station)]
+    assert alerts == [("sampling.alert.raised", "camera"), ("sampling.alert.cleared", "camera")]
 
 
 def test_resident_without_a_code_checks_in_by_national_id(kiosk: Kiosk) -> None:

@@ -281,6 +281,12 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
         record["panel_members"] = ui.call(
             lambda: [row.text for row in reversed(app.panel.ids.members.children)]
         )
+        # A second failure in a row: the thermometer is taken for faulty, a standing alert
+        # that the gateway hears of and the panel lists.
+        core.call(lambda: kiosk.flow.sensor_fault("no answer at I2C address 0x5A"))
+        core.call(app._gather_status)
+        frames(2)
+        record["thermometer_alert"] = texts()
         # The hand-taken temperature, typed on the keypad.
         touch(lambda: app.panel.ids.manual_temp)
         for key in "36.5":
@@ -513,6 +519,8 @@ def test_staff_panel_by_touch(session: tuple[Path, dict[str, Any]]) -> None:
     assert record["after_clear_fault"]["state"] == "idle"
     # the red code's alert, in the panel's language
     assert "红码" in record["screens"]["panel-zh"]["panel_link"]
+    assert record["thermometer_alert"]["screen"] == "panel"
+    assert t("alert.sensor_fault.thermometer", "zh") in record["thermometer_alert"]["panel_link"]
     assert "red code" in record["screens"]["panel-en"]["panel_link"]
 
 

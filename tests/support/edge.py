@@ -38,9 +38,14 @@ def station_config(
     station: str = "K03",
     township: str = "T01",
     storage: Path | None = None,
+    min_free_mb: int = 0,
     **broker: Any,
 ) -> tuple[Path, StationConfig]:
-    """A configuration file in ``directory``; the database there too unless ``storage``."""
+    """A configuration file in ``directory``; the database there too unless ``storage``.
+
+    ``min_free_mb`` is 0 (no ``storage_low`` alert) unless a test is about that alert: the
+    small file systems of the full-disk tests would raise it, and it is an event.
+    """
     b: dict[str, Any] = {
         "url": url,
         "allow_plaintext": url.startswith("mqtt://"),
@@ -55,7 +60,10 @@ def station_config(
         {
             "station": {"id": station, "township": township},
             "broker": b,
-            "storage": {"path": str(storage or directory / "station.db")},
+            "storage": {
+                "path": str(storage or directory / "station.db"),
+                "min_free_mb": min_free_mb,
+            },
         },
     )
     return path, load_config(path)
@@ -126,8 +134,10 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str = "condition"
 
 
 @contextmanager
-def agent_thread(config: StationConfig) -> Iterator[Agent]:
+def agent_thread(config: StationConfig, storage_check_s: float | None = None) -> Iterator[Agent]:
     agent = build(config)
+    if storage_check_s is not None:
+        agent.storage_check_s = storage_check_s  # before it runs: no thread reads it yet
     errors: list[BaseException] = []
 
     def _run() -> None:
