@@ -21,10 +21,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import random
 import sqlite3
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlite_utils
@@ -133,11 +133,44 @@ def settings_overrides(conn: sqlite3.Connection) -> dict[str, Any]:
 @functools.lru_cache(maxsize=16)  # the events of one transaction share their time
 def rfc3339(at: float) -> str:
     """``at`` as an RFC 3339 UTC time with milliseconds, e.g. ``2026-11-23T07:00:00.123Z``."""
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    ms = int(at * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
+
+class _EventIds:
+    """Time-ordered UUIDs (version 7, RFC 9562: Unix milliseconds, then 74 random bits).
+
+    New ids sort after older ones, as ``seq`` does. The random bits come from a generator
+    seeded from the operating system, seeded again in a forked child (so parent and child
+    never share a sequence): one system call per process, not one per event.
+    """
+
+    def __init__(self) -> None:
+        self._random = random.Random(os.urandom(32))
+        os.register_at_fork(after_in_child=lambda: self._random.seed(os.urandom(32)))
+
+    def new(self, at: float) -> str:
+        rand = self._random.getrandbits(74)
+        bits = (
+            (int(at * 1000) & 0xFFFF_FFFF_FFFF) << 80
+            | 0x7 << 76
+            | (rand >> 62) << 64
+            | 0b10 << 62
+            | rand & 0x3FFF_FFFF_FFFF_FFFF
+        )
+        h = f"{bits:032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_new_id = _EventIds().new
 
 # Events in compact JSON, keys in the order the envelope and the data were built.
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+@functools.lru_cache(maxsize=64)
+def _quoted(text: str) -> str:
+    return _ENCODE(text)
 
 
 def append(
@@ -159,35 +192,30 @@ def append(
         raise RuntimeError("outbox.append must run inside the fact's write transaction")
     at = time.time() if at is None else at
     created = time.time()
-    # A time-ordered UUID (version 7, RFC 9562: Unix milliseconds, then 74 random bits), so
-    # new ids go to the end of the outbox's unique id index instead of a random page of it:
-    # the events of one commit then dirty one index page, not one page each.
-    rand = int.from_bytes(os.urandom(10))
-    bits = (
-        (int(created * 1000) & 0xFFFF_FFFF_FFFF) << 80
-        | 0x7 << 76
-        | (rand >> 64 & 0xFFF) << 64
-        | 0b10 << 62
-        | rand & 0x3FFF_FFFF_FFFF_FFFF
-    )
-    h = f"{bits:032x}"
-    event_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    event_id = _new_id(created)
     if seq is None:
         seq = int(conn.execute(LAST_SEQ).fetchone()[0]) + 1
+    when = rfc3339(at)
     event: dict[str, Any] = {
         "specversion": "1.0",
         "id": event_id,
         "source": source,
         "type": type,
-        "time": rfc3339(at),
+        "time": when,
         "datacontenttype": "application/json",
         "seq": seq,
         "data": data,
     }
-    payload = _ENCODE(event)
+    # The envelope's own values need no escaping (a UUID, a time, a number) or are encoded
+    # once per process (source, type); only ``data`` goes through the encoder each time.
+    payload = (
+        f'{{"specversion":"1.0","id":"{event_id}","source":{_quoted(source)},'
+        f'"type":{_quoted(type)},"time":"{when}","datacontenttype":"application/json",'
+        f'"seq":{int(seq)},"data":{_ENCODE(data)}}}'
+    )
     conn.execute(
         "INSERT INTO outbox(seq, id, type, time, payload, created_at) VALUES (?,?,?,?,?,?)",
-        (seq, event_id, type, event["time"], payload, created),
+        (seq, event_id, type, when, payload, created),
     )
     return event
 

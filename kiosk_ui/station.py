@@ -232,6 +232,7 @@ class Station:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.source = config.source
         self.db = db
         self.verifier = verifier
         self.clock = clock
@@ -914,7 +915,7 @@ class Station:
         with self._lock, write_transaction(self.db) as conn:
             return outbox.raise_alert(
                 conn,
-                source=self.config.source,
+                source=self.source,
                 kind=_alert_kind(kind),
                 detail=_detail(detail, kind),
                 device=device,
@@ -926,7 +927,7 @@ class Station:
         with self._lock, write_transaction(self.db) as conn:
             return outbox.clear_alert(
                 conn,
-                source=self.config.source,
+                source=self.source,
                 kind=_alert_kind(kind),
                 detail=_detail(detail, kind),
                 device=device,
@@ -949,7 +950,7 @@ class Station:
             tx.last_seq = int(conn.execute(outbox.LAST_SEQ).fetchone()[0])
         tx.last_seq += 1
         event = outbox.append(
-            conn, source=self.config.source, type=type_, data=data, at=at, seq=tx.last_seq
+            conn, source=self.source, type=type_, data=data, at=at, seq=tx.last_seq
         )
         tx.events.append(event)
         return event

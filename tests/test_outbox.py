@@ -1,0 +1,106 @@
+"""The outbox's own encoding: event times, event ids, the JSON of an event."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlite_utils
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edge_agent import outbox
+from edge_agent.db import open_db, write_transaction
+from tests.support.contract import validate_event
+
+
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
+def test_event_times_are_rfc3339_utc_to_the_millisecond(at: float) -> None:
+    text = outbox.rfc3339(at)
+    assert text.endswith("Z") and len(text) == len("2026-11-23T07:00:00.123Z")
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    assert parsed.tzinfo is not None and parsed.utcoffset() == timedelta(0)
+    exact = datetime.fromtimestamp(at, UTC)
+    assert timedelta(0) <= exact - parsed < timedelta(milliseconds=1, microseconds=1)
+
+
+def test_event_ids_are_unique_time_ordered_uuid7() -> None:
+    ids = [outbox._new_id(1_763_880_000.0 + i / 1000) for i in range(5000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)  # later milliseconds sort later
+    for text in ids[:50]:
+        u = uuid.UUID(text)
+        assert (u.version, u.variant) == (7, uuid.RFC_4122)
+        assert str(u) == text
+    ms = int.from_bytes(uuid.UUID(ids[0]).bytes[:6])
+    assert ms == 1_763_880_000_000
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then out
+        try:
+            os.write(write, " ".join(outbox._new_id(1.0) for _ in range(20)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    parent = {outbox._new_id(1.0) for _ in range(20)}
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    assert len(child) == 20 and not parent & child
+
+
+def test_the_stored_payload_is_the_event_whatever_the_text(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "s.db")
+    outbox.install(db)
+    data = {"resident": 'r-"quoted"\\back\nline', "name": "张*", "detail": "\u2028 ℃", "n": 1.5}
+    with write_transaction(db) as c:
+        event = outbox.append(
+            c, source="urn:sampling:T01:K03", type="sampling.alert.raised", data=data
+        )
+    (payload,) = db.conn.execute("SELECT payload FROM outbox").fetchone()
+    assert json.loads(payload) == event
+    assert list(json.loads(payload)) == list(event)  # the envelope's keys in their order
+    assert "张*" in payload  # UTF-8, not \\u escapes
+    db.conn.close()
+
+
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=12),
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=40)),
+        max_size=6,
+    ),
+    st.sampled_from(["urn:sampling:T01:K03", "urn:sampling:镇-1:K_9"]),
+)
+def test_any_data_round_trips_through_the_payload(data: dict[str, object], source: str) -> None:
+    db = sqlite_utils.Database(sqlite3.connect(":memory:", isolation_level=None))
+    outbox.install(db)
+    with write_transaction(db) as c:
+        event = outbox.append(c, source=source, type="sampling.demo", data=data)
+    (payload,) = db.conn.execute("SELECT payload FROM outbox").fetchone()
+    again = json.loads(payload)
+    assert json.dumps(again, sort_keys=True) == json.dumps(event, sort_keys=True)
+    db.conn.close()
+
+
+def test_an_alert_event_keeps_the_contract(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "s.db")
+    outbox.install(db)
+    with write_transaction(db) as c:
+        raised = outbox.raise_alert(
+            c, source="urn:sampling:T01:K03", kind="storage_low", detail="3.0 MB free"
+        )
+        again = outbox.raise_alert(
+            c, source="urn:sampling:T01:K03", kind="storage_low", detail="2.0 MB free"
+        )
+    assert raised is not None and again is None
+    (payload,) = db.conn.execute("SELECT payload FROM outbox").fetchone()
+    validate_event(json.loads(payload))
+    db.conn.close()
