@@ -130,11 +130,15 @@ def settings_overrides(conn: sqlite3.Connection) -> dict[str, Any]:
     return {str(k): json.loads(v) for k, v in rows}
 
 
-@functools.lru_cache(maxsize=16)  # the events of one transaction share their time
 def rfc3339(at: float) -> str:
     """``at`` as an RFC 3339 UTC time with milliseconds, e.g. ``2026-11-23T07:00:00.123Z``."""
     ms = int(at * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+    return f"{_utc_second(ms // 1000)}.{ms % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=8)  # a busy second holds many events
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 class _EventIds:
