@@ -29,6 +29,7 @@ import os
 import queue
 import random
 import shutil
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -648,23 +649,23 @@ class Agent:
         except OSError as exc:
             log.warning("cannot read the free space of the station's disk: %s", exc)
             return
-        source = self.config.source
+        low = free_mb < floor
+        if not low and free_mb < floor + max(STORAGE_MARGIN_MB, floor / 4):
+            return  # between the floor and the margin: whatever stands, stands
         try:
+            if (outbox.active_alert(self.db.conn, STORAGE_LOW) is not None) == low:
+                return  # as it should be: no write
             with write_transaction(self.db) as conn:
-                if free_mb < floor:
-                    event = outbox.raise_alert(
-                        conn,
-                        source=source,
-                        kind=STORAGE_LOW,
-                        detail=f"{free_mb:.1f} MB free, below storage.min_free_mb {floor} MB",
-                    )
-                elif free_mb >= floor + max(STORAGE_MARGIN_MB, floor / 4):
-                    event = outbox.clear_alert(
-                        conn, source=source, kind=STORAGE_LOW, detail=f"{free_mb:.1f} MB free"
-                    )
-                else:
-                    event = None
-        except StorageError as exc:
+                event = outbox.standing_alert(
+                    conn,
+                    source=self.config.source,
+                    kind=STORAGE_LOW,
+                    stands=low,
+                    detail=f"{free_mb:.1f} MB free, below storage.min_free_mb {floor} MB"
+                    if low
+                    else f"{free_mb:.1f} MB free",
+                )
+        except (StorageError, sqlite3.Error) as exc:
             # A disk too full to record that it is full: the telemetry's disk_free_mb and
             # the kiosk's storage fault say it; this is tried again at the next check.
             log.warning("storage_low not recorded: %s", exc)

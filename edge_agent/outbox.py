@@ -341,56 +341,39 @@ def active_alert(conn: sqlite3.Connection, kind: str, device: str | None = None)
     return None if row is None else json.loads(row[0])
 
 
-def raise_alert(
+def standing_alert(
     conn: sqlite3.Connection,
     *,
     source: str,
     kind: str,
+    stands: bool,
     detail: str,
     device: str | None = None,
     at: float | None = None,
 ) -> dict[str, Any] | None:
-    """Raise a standing alert (a fault that lasts until cleared); returns its event.
+    """Raise (``stands``) or clear a standing alert, a fault that lasts; returns its event.
 
-    Call inside ``write_transaction``. An alert already standing is not raised again
-    (returns None): a sensor that keeps failing is one alert, not one per attempt. While it
-    stands, telemetry lists it under ``alerts``.
-    """
-    if active_alert(conn, kind, device) is not None:
-        return None
-    at = time.time() if at is None else at
-    data: dict[str, Any] = {"kind": kind, "resident": None, "detail": detail}
-    if device is not None:
-        data["device"] = device
-    event = append(conn, source=source, type=ALERT_RAISED, data=data, at=at)
-    set_state(
-        conn, alert_key(kind, device), {"since": rfc3339(at), "detail": detail, "seq": event["seq"]}
-    )
-    return event
-
-
-def clear_alert(
-    conn: sqlite3.Connection,
-    *,
-    source: str,
-    kind: str,
-    detail: str,
-    device: str | None = None,
-    at: float | None = None,
-) -> dict[str, Any] | None:
-    """End a standing alert; returns its ``sampling.alert.cleared`` event (None if none stood).
-
-    Call inside ``write_transaction``.
+    Call inside ``write_transaction``. Raising one that already stands, or clearing one that
+    does not, changes nothing and returns None: a sensor that keeps failing is one alert, not
+    one per attempt. While it stands, telemetry lists it under ``alerts``. Its end is a
+    ``sampling.alert.cleared`` naming the ``seq`` of the alert it ends.
     """
     standing = active_alert(conn, kind, device)
-    if standing is None:
+    if (standing is not None) == stands:
         return None
     at = time.time() if at is None else at
-    data: dict[str, Any] = {"kind": kind, "detail": detail, "raised_seq": standing.get("seq")}
+    data: dict[str, Any] = (
+        {"kind": kind, "resident": None, "detail": detail}
+        if stands
+        else {"kind": kind, "detail": detail, "raised_seq": standing.get("seq")}
+    )
     if device is not None:
         data["device"] = device
-    event = append(conn, source=source, type=ALERT_CLEARED, data=data, at=at)
-    set_state(conn, alert_key(kind, device), None)
+    event = append(
+        conn, source=source, type=ALERT_RAISED if stands else ALERT_CLEARED, data=data, at=at
+    )
+    record = {"since": rfc3339(at), "detail": detail, "seq": event["seq"]} if stands else None
+    set_state(conn, alert_key(kind, device), record)
     return event
 
 

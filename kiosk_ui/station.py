@@ -912,23 +912,19 @@ class Station:
         """Tell the gateway about a fault that lasts (e.g. ``sensor_fault`` of ``device``
         ``thermometer``), once until it is cleared; returns the event, or None when the
         alert already stands."""
-        with self._lock, write_transaction(self.db) as conn:
-            return outbox.raise_alert(
-                conn,
-                source=self.source,
-                kind=_alert_kind(kind),
-                detail=_detail(detail, kind),
-                device=device,
-                at=self.clock(),
-            )
+        return self._standing(kind, True, detail, device)
 
     def clear_alert(self, kind: str, detail: str, *, device: str | None = None) -> Event | None:
         """The fault is over: ``sampling.alert.cleared``, or None when nothing stood."""
+        return self._standing(kind, False, detail, device)
+
+    def _standing(self, kind: str, stands: bool, detail: str, device: str | None) -> Event | None:
         with self._lock, write_transaction(self.db) as conn:
-            return outbox.clear_alert(
+            return outbox.standing_alert(
                 conn,
                 source=self.source,
                 kind=_alert_kind(kind),
+                stands=stands,
                 detail=_detail(detail, kind),
                 device=device,
                 at=self.clock(),

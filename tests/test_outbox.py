@@ -94,11 +94,11 @@ def test_an_alert_event_keeps_the_contract(tmp_path: Path) -> None:
     db = open_db(tmp_path / "s.db")
     outbox.install(db)
     with write_transaction(db) as c:
-        raised = outbox.raise_alert(
-            c, source="urn:sampling:T01:K03", kind="storage_low", detail="3.0 MB free"
-        )
-        again = outbox.raise_alert(
-            c, source="urn:sampling:T01:K03", kind="storage_low", detail="2.0 MB free"
+        raised, again = (
+            outbox.standing_alert(
+                c, source="urn:sampling:T01:K03", kind="storage_low", stands=True, detail=detail
+            )
+            for detail in ("3.0 MB free", "2.0 MB free")
         )
     assert raised is not None and again is None
     (payload,) = db.conn.execute("SELECT payload FROM outbox").fetchone()
