@@ -92,6 +92,20 @@ def check_distortion(distort: Mapping[str, Any] | None) -> dict[str, float]:
     return out
 
 
+def _lens_weights(n: int, side: int) -> NDArray[np.float64]:
+    """``(side, n)``: how much each of ``n`` equal cells along a line (the code's modules)
+    counts in each of ``side`` pixels spanning the same line (each row sums to 1).
+    ``W @ sheet @ W.T`` is then the sheet as the pixels see it: each pixel the average of
+    four sub-pixels, each sub-pixel the cell under its centre (a 4x nearest-neighbour
+    enlargement box-filtered back down, computed as two small matrix products)."""
+    sub = np.arange(side * 4, dtype=np.int64)
+    # The cell under sub-pixel k's centre: floor((k + 1/2) * n / (4 * side)), in integers.
+    cell = ((2 * sub + 1) * n) // (8 * side)
+    weights = np.zeros((side, n), dtype=np.float64)
+    np.add.at(weights, (sub // 4, cell), 0.25)
+    return weights
+
+
 def render_frame(
     text: str | None,
     width: int = 640,
@@ -113,8 +127,7 @@ def render_frame(
 
     if text is not None:
         qr = segno.make_qr(text, error="m")
-        modules = np.array([list(row) for row in qr.matrix], dtype=np.uint8)
-        modules = np.pad(modules, 4)  # the quiet zone: white paper around the code
+        modules = np.pad(np.asarray(qr.matrix, dtype=np.uint8), 4)  # 4: the quiet zone
         contrast = d.get("contrast", 1.0)
         mid = (_PAPER + _INK) / 2
         paper = mid + (_PAPER - mid) * contrast
@@ -122,8 +135,8 @@ def render_frame(
         sheet = np.where(modules == 1, ink, paper).astype(np.float32)
         side = max(8, round(min(width, height) * DEFAULT_CODE_FRACTION * d.get("scale", 1.0)))
         # Like a lens: each pixel sees the average of the paper under it.
-        big = Image.fromarray(sheet).resize((side * 4, side * 4), Image.Resampling.NEAREST)
-        img = big.resize((side, side), Image.Resampling.BOX)
+        weights = _lens_weights(sheet.shape[0], side)
+        img = Image.fromarray((weights @ sheet @ weights.T).astype(np.float32))
         angle = d.get("rotate", 0.0)
         if angle:
             # Paint outside the rotated sheet with a marker value, then let the scene show.

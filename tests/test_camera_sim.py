@@ -4,16 +4,20 @@ are the renderer's own, and a helper that dies or hangs costs a log line, never 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
 import time
+from fractions import Fraction
 
 import numpy as np
 import psutil
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from firmware.camera import SimCamera, render_frame
+from firmware.camera import SimCamera, _lens_weights, render_frame
 from firmware.errors import SimulationError
 from firmware.qr import make_engine
 
@@ -183,3 +187,24 @@ def test_shows_from_several_threads_each_leave_a_whole_frame_of_one_code() -> No
         assert make_engine("zxing").decode(cam.read(1.0)) == [showing]
     finally:
         cam.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(min_value=29, max_value=185),  # QR versions 1-40 with the quiet zone
+    side=st.integers(min_value=8, max_value=1200),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_the_lens_averages_a_4x_enlargement_of_the_sheet(n: int, side: int, seed: int) -> None:
+    """The renderer's two matrix products equal the lens they stand for: enlarge the sheet
+    to 4x the pixels, each sub-pixel taking the module under its centre, then average each
+    4x4 block into one pixel."""
+    sheet = np.random.default_rng(seed).choice([25.0, 235.0], size=(n, n))
+    # Exact: a sub-pixel centre exactly on a module's edge belongs to the module after it.
+    under = [math.floor((k + Fraction(1, 2)) * n / (side * 4)) for k in range(side * 4)]
+    big = sheet[np.ix_(under, under)]
+    expected = big.reshape(side, 4, side, 4).mean(axis=(1, 3))
+    weights = _lens_weights(n, side)
+    assert weights.shape == (side, n)
+    assert np.allclose(weights.sum(axis=1), 1.0)
+    assert np.allclose(weights @ sheet @ weights.T, expected)
