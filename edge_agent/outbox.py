@@ -194,11 +194,24 @@ def append(
     """
     if not conn.in_transaction:
         raise RuntimeError("outbox.append must run inside the fact's write transaction")
+    if seq is None:
+        seq = int(conn.execute(LAST_SEQ).fetchone()[0]) + 1
+    event, row = make_event(source=source, type=type, data=data, at=at, seq=seq)
+    insert_rows(conn, [row])
+    return event
+
+
+def make_event(
+    *, source: str, type: str, data: dict[str, Any], seq: int, at: float | None = None
+) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """An event numbered ``seq`` and its outbox row, not yet stored (``insert_rows``).
+
+    For a caller that writes several events of one transaction with one statement; it must
+    hold the transaction's write lock from numbering to inserting.
+    """
     at = time.time() if at is None else at
     created = time.time()
     event_id = _new_id(created)
-    if seq is None:
-        seq = int(conn.execute(LAST_SEQ).fetchone()[0]) + 1
     when = rfc3339(at)
     event: dict[str, Any] = {
         "specversion": "1.0",
@@ -217,11 +230,16 @@ def append(
         f'"type":{_quoted(type)},"time":"{when}","datacontenttype":"application/json",'
         f'"seq":{int(seq)},"data":{_ENCODE(data)}}}'
     )
-    conn.execute(
-        "INSERT INTO outbox(seq, id, type, time, payload, created_at) VALUES (?,?,?,?,?,?)",
-        (seq, event_id, type, when, payload, created),
+    return event, (seq, event_id, type, when, payload, created)
+
+
+def insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Store rows of ``make_event``. Call inside ``write_transaction``."""
+    if not conn.in_transaction:
+        raise RuntimeError("outbox rows must be stored inside the fact's write transaction")
+    conn.executemany(
+        "INSERT INTO outbox(seq, id, type, time, payload, created_at) VALUES (?,?,?,?,?,?)", rows
     )
-    return event
 
 
 def pending(db: sqlite_utils.Database, after_seq: int, limit: int) -> list[OutboxRow]:

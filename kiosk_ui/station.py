@@ -211,6 +211,9 @@ class _Tx:
     # The seq of the newest event, once known in this transaction (the write lock is held,
     # so events are numbered on from it without reading it again).
     last_seq: int | None = None
+    # Outbox rows of events made but not yet stored, when they are stored together at the
+    # end of the transaction's work (one statement for all); None: each as it is made.
+    unstored: list[tuple[Any, ...]] | None = None
 
 
 def mask_name(name: str | None) -> str | None:
@@ -504,7 +507,8 @@ class Station:
         }
         if staff is not None:
             data["staff"] = staff
-        tx = _Tx(last_seq=last_seq)
+        unstored: list[tuple[Any, ...]] = []
+        tx = _Tx(last_seq=last_seq, unstored=unstored)
         first = self._emit(conn, tx, CHECKIN_RECORDED, data, now)
         checkin_id = store.insert_checkin(
             conn,
@@ -560,6 +564,7 @@ class Station:
                 },
                 now,
             )
+        outbox.insert_rows(conn, unstored)
         return CheckinResult(
             checkin_id=checkin_id,
             resident=sub,
@@ -945,9 +950,13 @@ class Station:
         if tx.last_seq is None:
             tx.last_seq = int(conn.execute(outbox.LAST_SEQ).fetchone()[0])
         tx.last_seq += 1
-        event = outbox.append(
-            conn, source=self.source, type=type_, data=data, at=at, seq=tx.last_seq
+        event, row = outbox.make_event(
+            source=self.source, type=type_, data=data, at=at, seq=tx.last_seq
         )
+        if tx.unstored is None:
+            outbox.insert_rows(conn, [row])
+        else:
+            tx.unstored.append(row)
         tx.events.append(event)
         return event
 

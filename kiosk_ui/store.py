@@ -190,6 +190,20 @@ MIGRATIONS: list[str] = [
         WHERE tube = NEW.tube AND position = NEW.position AND joined != NEW.joined)
     BEGIN SELECT RAISE(ABORT, 'that position in the tube is taken'); END;
     """,
+    # 4: one trigger checks a new member (tube open, position free): one trigger program
+    # per insert instead of two.
+    """
+    DROP TRIGGER tube_members_insert_only_open;
+    DROP TRIGGER tube_members_position_taken;
+    CREATE TRIGGER tube_members_insert_checked BEFORE INSERT ON tube_members
+    BEGIN
+        SELECT RAISE(ABORT, 'tube is not open: its group cannot change')
+        WHERE (SELECT state FROM tubes WHERE tube = NEW.tube) IS NOT 'open';
+        SELECT RAISE(ABORT, 'that position in the tube is taken')
+        WHERE NEW.position IS NOT NULL AND EXISTS (SELECT 1 FROM tube_members
+            WHERE tube = NEW.tube AND position = NEW.position);
+    END;
+    """,
 ]
 
 
