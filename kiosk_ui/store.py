@@ -488,20 +488,19 @@ SETTINGS_ROWS = (
 )
 
 # Everything a check-in reads, in one statement (each statement is a round trip through
-# the sqlite3 module): every part is a one-row aggregate or an indexed lookup, so the cross
-# join has exactly one row; the open tube's part may be absent (LEFT JOIN).
+# the sqlite3 module): the resident's history is a one-row aggregate, the rest are scalar
+# lookups by key; the open tube may be absent (LEFT JOIN: its columns are then NULL).
 _CHECKIN_FACTS = (
-    "SELECT s.overrides, h.last_at, h.in_open, w.mode, r.tube, r.capacity, r.members, r.queue, "
+    "SELECT (" + SETTINGS_ROWS + "), h.last_at, h.in_open, "
+    "(SELECT mode FROM waiting WHERE resident = ?1), "
+    "t.tube, t.capacity, (SELECT count(*) FROM tube_members m "
+    "WHERE m.tube = t.tube AND m.position IS NOT NULL), "
+    "EXISTS (SELECT 1 FROM waiting q WHERE q.mode = ?2), "
     "(" + outbox.LAST_SEQ + ") "
-    "FROM (" + SETTINGS_ROWS + ") AS s "
-    "CROSS JOIN (SELECT max(m.added_at) AS last_at, max(t.state = 'open') AS in_open "
+    "FROM (SELECT max(m.added_at) AS last_at, max(t.state = 'open') AS in_open "
     "FROM tube_members m JOIN tubes t ON t.tube = m.tube "
     "WHERE m.resident = ?1 AND m.position IS NOT NULL AND t.state != 'voided') AS h "
-    "CROSS JOIN (SELECT max(mode) AS mode FROM waiting WHERE resident = ?1) AS w "
-    "LEFT JOIN (SELECT t.tube AS tube, t.capacity AS capacity, (SELECT count(*) "
-    "FROM tube_members m WHERE m.tube = t.tube AND m.position IS NOT NULL) AS members, "
-    "EXISTS (SELECT 1 FROM waiting q WHERE q.mode = t.mode) AS queue "
-    "FROM tubes t WHERE t.state = 'open' AND t.mode = ?2) AS r ON 1"
+    "LEFT JOIN tubes t ON t.state = 'open' AND t.mode = ?2"
 )
 
 
