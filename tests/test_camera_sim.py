@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware.camera import SimCamera, _lens_weights, render_frame
+from firmware.camera import SimCamera, _lens, render_frame
 from firmware.errors import SimulationError
 from firmware.qr import make_engine
 
@@ -144,6 +144,21 @@ def test_a_helper_that_hangs_is_stopped_after_the_timeout_and_the_code_rendered_
         cam.close()
 
 
+def test_a_camera_told_to_render_here_starts_no_helper() -> None:
+    before = {p.pid for p in psutil.Process().children()}
+    cam = SimCamera(W, H, fps=100, seed=SEED, render_apart=False)
+    try:
+        cam.read(1.0)
+        cam.show("HC1:HERE", DISTORT)
+        assert (cam.renders_in_helper, cam.renders_here) == (0, 1)
+        assert cam.start_helper(wait=0.5) is None
+        assert {p.pid for p in psutil.Process().children()} <= before
+        frame = cam.read(1.0)
+        assert np.array_equal(frame, render_frame("HC1:HERE", W, H, DISTORT, seed=seed_of(1)))
+    finally:
+        cam.close()
+
+
 def test_a_wrong_distortion_is_refused_by_show_and_nothing_changes() -> None:
     cam = SimCamera(W, H, fps=100, seed=SEED)
     try:
@@ -196,15 +211,14 @@ def test_shows_from_several_threads_each_leave_a_whole_frame_of_one_code() -> No
     seed=st.integers(min_value=0, max_value=2**32 - 1),
 )
 def test_the_lens_averages_a_4x_enlargement_of_the_sheet(n: int, side: int, seed: int) -> None:
-    """The renderer's two matrix products equal the lens they stand for: enlarge the sheet
-    to 4x the pixels, each sub-pixel taking the module under its centre, then average each
-    4x4 block into one pixel."""
-    sheet = np.random.default_rng(seed).choice([25.0, 235.0], size=(n, n))
+    """The renderer's lens equals what it stands for: enlarge the sheet to 4x the pixels,
+    each sub-pixel taking the module under its centre, then average each 4x4 block."""
+    sheet = np.random.default_rng(seed).choice([25.0, 235.0], size=(n, n)).astype(np.float32)
     # Exact: a sub-pixel centre exactly on a module's edge belongs to the module after it.
     under = [math.floor((k + Fraction(1, 2)) * n / (side * 4)) for k in range(side * 4)]
-    big = sheet[np.ix_(under, under)]
+    big = sheet.astype(np.float64)[np.ix_(under, under)]
     expected = big.reshape(side, 4, side, 4).mean(axis=(1, 3))
-    weights = _lens_weights(n, side)
-    assert weights.shape == (side, n)
-    assert np.allclose(weights.sum(axis=1), 1.0)
-    assert np.allclose(weights @ sheet @ weights.T, expected)
+    seen = _lens(sheet, side)
+    assert seen.shape == (side, side)
+    assert seen.dtype == np.float32
+    assert np.allclose(seen, expected, atol=1e-4)
