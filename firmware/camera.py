@@ -238,6 +238,9 @@ class _RenderHelper:
             self._lock.release()
         return self.pid is not None
 
+    def exited(self) -> bool:
+        return not self._process.is_alive()
+
     def wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while not self.ready():
@@ -406,6 +409,9 @@ class SimCamera:
                 )
             except _HelperFailed as exc:
                 self._helper_broke(helper, str(exc))
+        elif helper is not None and helper.exited():
+            # E.g. the program's main module failed when the helper imported it again.
+            self._helper_broke(helper, "it exited before it was ready")
         rendered_here = frame is None
         if frame is None:
             frame = render_frame(text, self.width, self.height, d, seed=seed)

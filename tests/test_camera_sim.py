@@ -7,9 +7,12 @@ import logging
 import math
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -157,6 +160,41 @@ def test_a_camera_told_to_render_here_starts_no_helper() -> None:
         assert np.array_equal(frame, render_frame("HC1:HERE", W, H, DISTORT, seed=seed_of(1)))
     finally:
         cam.close()
+
+
+UNGUARDED = """
+import logging
+from firmware.camera import SimCamera
+
+logging.basicConfig(level=logging.WARNING)
+cam = SimCamera(160, 120, seed=3)  # no `if __name__ == "__main__"`: the helper runs this too
+print("ready:", cam.start_helper(wait=60))
+cam.show("HC1:UNGUARDED")
+print("rendered here:", cam.renders_here, "showing:", cam.showing)
+cam.close()
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_helper_that_cannot_start_is_logged_and_codes_are_rendered_here(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED)
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "ready: None" in out.stdout
+    assert "rendered here: 1 showing: HC1:UNGUARDED" in out.stdout
+    assert "render helper failed (it exited before it was ready)" in out.stderr
 
 
 def test_a_wrong_distortion_is_refused_by_show_and_nothing_changes() -> None:
