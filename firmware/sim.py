@@ -60,6 +60,9 @@ def _nack() -> OSError:
     return OSError(errno.EREMOTEIO, "Remote I/O error")
 
 
+READS_KEPT = 10_000
+
+
 class FakeI2CDevice(Protocol):
     def transfer(self, address: int, write: bytes, read_len: int) -> bytes:
         """One transaction: ``write`` then (after a repeated start) ``read_len`` bytes.
@@ -142,7 +145,8 @@ class FakeMLX90614:
         self.eeprom = dict(self.EEPROM_DEFAULTS)
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
-        self.reads: list[int] = []  # commands read, in order
+        # Commands read, in order: the latest READS_KEPT (a day-long drill stays small).
+        self.reads: deque[int] = deque(maxlen=READS_KEPT)
 
     def inject(self, fault: Fault, times: int = 1) -> None:
         """The next ``times`` reads of a temperature register go wrong this way."""

@@ -114,7 +114,7 @@ def test_driver_reads_ambient_and_object_through_a_repeated_start_transaction() 
     assert a == pytest.approx(23.5, abs=0.01)
     assert o == pytest.approx(36.7, abs=0.01)
     assert (ar.tries, orr.tries) == (1, 1)
-    assert dev.reads == [REG_AMBIENT, REG_OBJECT1]
+    assert list(dev.reads) == [REG_AMBIENT, REG_OBJECT1]
     assert bus.transactions == 2
 
 
