@@ -28,7 +28,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from firmware.config import SamplingSection
 from firmware.errors import StationError
@@ -151,8 +151,7 @@ class TemperatureStatus(StrEnum):
     IMPLAUSIBLE = "implausible"
 
 
-@dataclass(frozen=True, slots=True)
-class TemperatureAssessment:
+class TemperatureAssessment(NamedTuple):
     """What the readings so far say.
 
     ``temperature_c`` is the reading that counts (the second one after a first fever
@@ -218,8 +217,9 @@ def needs_temperature(verdict: VerdictLike) -> bool:
     return str(verdict.claims.color) != Color.RED
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
+    """A decision table row's result: what is decided, the lane, and why (a reason code)."""
+
     decision: Decision
     lane: Lane
     reason: str | None

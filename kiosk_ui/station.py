@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import sqlite_utils
 from pydantic import ValidationError
@@ -114,8 +114,7 @@ class Joined:
     lane: str
 
 
-@dataclass(frozen=True, slots=True)
-class CheckinResult:
+class CheckinResult(NamedTuple):
     """The outcome of one check-in, after it is committed.
 
     ``waiting`` is true when the resident goes to the queue (amber): decision ``pool`` (or
@@ -486,7 +485,7 @@ class Station:
         temp = assessment.temperature_c if assessment is not None else None
         used = list(assessment.readings[: assessment.used]) if assessment is not None else []
         mode = _queue_mode(outcome)
-        position = room.count + 1 if room is not None else None
+        position = room.members + 1 if room is not None else None
         waits = mode is not None and sub is not None and room is None
         pooled = outcome.decision is Decision.POOL
         data: dict[str, Any] = {

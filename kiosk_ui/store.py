@@ -16,7 +16,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlite_utils
 
@@ -305,11 +305,12 @@ def box_used(conn: sqlite3.Connection, box: str) -> bool:
     return conn.execute("SELECT 1 FROM boxes WHERE box = ?", (box,)).fetchone() is not None
 
 
-@dataclass(frozen=True, slots=True)
-class Room:
+class Room(NamedTuple):
+    """The open tube of a mode with room: its barcode, capacity and members so far."""
+
     tube: str
     capacity: int
-    count: int
+    members: int
 
 
 def room(conn: sqlite3.Connection, mode: str) -> Room | None:
@@ -457,8 +458,7 @@ def _json_list(values: Sequence[str] | Sequence[float]) -> str:
     return json.dumps(list(values)) if values else "[]"
 
 
-@dataclass(frozen=True, slots=True)
-class CheckinFacts:
+class CheckinFacts(NamedTuple):
     """What a check-in reads before it decides, gathered by one query (``checkin_facts``).
 
     ``settings`` is the ``settings_override`` table as a JSON array of ``[key, value]``
