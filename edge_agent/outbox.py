@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import sqlite_utils
 
 from edge_agent.db import migrate, write_transaction
@@ -168,13 +169,17 @@ class _EventIds:
 
 _new_id = _EventIds().new
 
-# Events in compact JSON, keys in the order the envelope and the data were built.
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+def to_json(value: Any) -> str:
+    """Compact JSON in UTF-8, keys in the order they were built (orjson: a check-in encodes
+    two events, and this is several times faster than the standard library's encoder).
+    Numbers JSON cannot hold (NaN, infinities) are written as null."""
+    return orjson.dumps(value).decode()
 
 
 @functools.lru_cache(maxsize=64)
 def _quoted(text: str) -> str:
-    return _ENCODE(text)
+    return to_json(text)
 
 
 def append(
@@ -228,7 +233,7 @@ def make_event(
     payload = (
         f'{{"specversion":"1.0","id":"{event_id}","source":{_quoted(source)},'
         f'"type":{_quoted(type)},"time":"{when}","datacontenttype":"application/json",'
-        f'"seq":{int(seq)},"data":{_ENCODE(data)}}}'
+        f'"seq":{int(seq)},"data":{to_json(data)}}}'
     )
     return event, (seq, event_id, type, when, payload, created)
 

@@ -11,7 +11,6 @@ longer open never gains, loses or reorders a member, and a tube barcode is never
 from __future__ import annotations
 
 import functools
-import json
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -455,7 +454,7 @@ def insert_checkin(
 
 
 def _json_list(values: Sequence[str] | Sequence[float]) -> str:
-    return json.dumps(list(values)) if values else "[]"
+    return outbox.to_json(list(values)) if values else "[]"
 
 
 class CheckinFacts(NamedTuple):

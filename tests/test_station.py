@@ -187,6 +187,18 @@ def test_green_joins_the_main_lane_and_shows_only_a_masked_name(rig: Rig) -> Non
     assert stored(rig, r.checkin_id)["name"] == "李**"
 
 
+def test_a_reading_that_is_not_a_number_is_kept_as_null_in_valid_json(rig: Rig) -> None:
+    r = rig.station.check_in(resident("nan"), [float("nan"), float("inf"), 36.6])
+    assert (r.decision, r.temperature_c) == ("pool", 36.6)
+    (payload,) = rig.station.db.conn.execute(
+        "SELECT payload FROM outbox WHERE seq = ?", (r.events[0]["seq"],)
+    ).fetchone()
+    assert "NaN" not in payload and "Infinity" not in payload
+    event = json.loads(payload)
+    validate_event(event)
+    assert event["data"]["readings"] == [None, None, 36.6]
+
+
 def test_fever_threshold_override_applies_to_the_next_resident(rig: Rig) -> None:
     s = rig.station
     assert s.check_in(resident("a"), [37.5, 37.5]).decision == "isolate"
