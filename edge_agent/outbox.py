@@ -249,8 +249,12 @@ def insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
 
 def pending(db: sqlite_utils.Database, after_seq: int, limit: int) -> list[OutboxRow]:
     """Undelivered events with ``seq`` above ``after_seq``, oldest first."""
+    # One range from the later of the two starting points: rows handed out already but
+    # not yet acknowledged (end-to-end acks) are not scanned again.
     rows = db.conn.execute(
-        f"SELECT seq, id, type, payload {UNDELIVERED} AND seq > ? ORDER BY seq LIMIT ?",
+        "SELECT seq, id, type, payload FROM outbox WHERE seq > max(?, "
+        "(SELECT delivered_through FROM outbox_counter WHERE one = 1)) "
+        "AND delivered_at IS NULL ORDER BY seq LIMIT ?",
         (after_seq, limit),
     ).fetchall()
     return [OutboxRow(int(s), str(i), str(t), str(p).encode()) for s, i, t, p in rows]
