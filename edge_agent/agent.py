@@ -597,12 +597,7 @@ class Agent:
     def telemetry(self) -> dict[str, Any]:
         st = outbox.stats(self.db)
         state = outbox.read_state(self.db)
-        try:
-            free_mb: float | None = round(
-                shutil.disk_usage(self.config.storage.path.parent).free / 2**20, 1
-            )
-        except OSError:
-            free_mb = None
+        free_mb = self._free_mb()
         queue_len = state.get(outbox.KIOSK_QUEUE_KEY)
         alerts = {
             k.removeprefix("alert."): v
@@ -617,7 +612,7 @@ class Agent:
             else round(st.oldest_undelivered_age_s, 1),
             "last_seq": st.last_seq,
             "delivered_through": outbox.delivered_through(self.db),
-            "disk_free_mb": free_mb,
+            "disk_free_mb": None if free_mb is None else round(free_mb, 1),
             "cpu_temperature_c": cpu_temperature(),
             "kiosk_queue_length": queue_len if isinstance(queue_len, int) else None,
             "alerts": alerts,
@@ -644,10 +639,8 @@ class Agent:
         if floor <= 0 or now < self.next_storage_check:
             return
         self.next_storage_check = now + self.storage_check_s
-        try:
-            free_mb = shutil.disk_usage(self.config.storage.path.parent).free / 2**20
-        except OSError as exc:
-            log.warning("cannot read the free space of the station's disk: %s", exc)
+        free_mb = self._free_mb()
+        if free_mb is None:
             return
         low = free_mb < floor
         if not low and free_mb < floor + max(STORAGE_MARGIN_MB, floor / 4):
@@ -673,6 +666,14 @@ class Agent:
         if event is not None:
             log.warning("%s: %s", event["type"], event["data"]["detail"])
             self.maybe_more = True  # our own commit does not move PRAGMA data_version
+
+    def _free_mb(self) -> float | None:
+        """Free space on the file system of the station's database, in MiB."""
+        try:
+            return shutil.disk_usage(self.config.storage.path.parent).free / 2**20
+        except OSError as exc:
+            log.warning("cannot read the free space of the station's disk: %s", exc)
+            return None
 
     # --- stopping ---------------------------------------------------------------------
 

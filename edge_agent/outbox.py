@@ -101,11 +101,14 @@ LAST_SEQ = (
     "(SELECT last_seq FROM outbox_counter WHERE one = 1))"
 )
 
-# The undelivered rows: a range from the delivered_through mark.
-_UNDELIVERED_WHERE = (
-    "seq > (SELECT delivered_through FROM outbox_counter WHERE one = 1) AND delivered_at IS NULL"
-)
+# The delivered_through mark, and the undelivered rows: a range of the table from it.
+_MARK = "(SELECT delivered_through FROM outbox_counter WHERE one = 1)"
+_UNDELIVERED_WHERE = f"seq > {_MARK} AND delivered_at IS NULL"
 UNDELIVERED = "FROM outbox WHERE " + _UNDELIVERED_WHERE
+
+# The highest seq below which every event is delivered: just below the oldest undelivered
+# one, or the newest seq when none waits.
+_DELIVERED_THROUGH = f"SELECT coalesce((SELECT min(seq) {UNDELIVERED}) - 1, ({LAST_SEQ}))"
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,8 +255,7 @@ def pending(db: sqlite_utils.Database, after_seq: int, limit: int) -> list[Outbo
     # One range from the later of the two starting points: rows handed out already but
     # not yet acknowledged (end-to-end acks) are not scanned again.
     rows = db.conn.execute(
-        "SELECT seq, id, type, payload FROM outbox WHERE seq > max(?, "
-        "(SELECT delivered_through FROM outbox_counter WHERE one = 1)) "
+        f"SELECT seq, id, type, payload FROM outbox WHERE seq > max(?, {_MARK}) "
         "AND delivered_at IS NULL ORDER BY seq LIMIT ?",
         (after_seq, limit),
     ).fetchall()
@@ -301,8 +303,7 @@ def mark_delivered(db: sqlite_utils.Database, seqs: list[int]) -> None:
 def _raise_mark(conn: sqlite3.Connection) -> None:
     """Move delivered_through up to just below the oldest undelivered event."""
     conn.execute(
-        f"UPDATE outbox_counter SET delivered_through = coalesce((SELECT min(seq) {UNDELIVERED})"
-        f" - 1, ({LAST_SEQ})) WHERE one = 1"
+        f"UPDATE outbox_counter SET delivered_through = ({_DELIVERED_THROUGH}) WHERE one = 1"
     )
 
 
@@ -417,10 +418,7 @@ def read_state(db: sqlite_utils.Database) -> dict[str, Any]:
 
 def delivered_through(db: sqlite_utils.Database) -> int:
     """The highest ``seq`` below which every event is delivered (0 when none is)."""
-    row = db.conn.execute(f"SELECT min(seq) {UNDELIVERED}").fetchone()
-    if row[0] is not None:
-        return int(row[0]) - 1
-    return last_seq(db)
+    return int(db.conn.execute(_DELIVERED_THROUGH).fetchone()[0])
 
 
 def first_stored_seq(db: sqlite_utils.Database) -> int | None:

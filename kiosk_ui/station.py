@@ -85,7 +85,6 @@ TUBE_SEALED = "sampling.tube.sealed"
 TUBE_VOIDED = "sampling.tube.voided"
 BOX_DISPATCHED = "sampling.box.dispatched"
 ALERT_RAISED = outbox.ALERT_RAISED
-ALERT_CLEARED = outbox.ALERT_CLEARED
 
 MAX_TEXT = 200
 

@@ -396,7 +396,7 @@ def note_day(conn: sqlite3.Connection, day: str, checkin: int) -> None:
     """Record ``checkin`` as the first of ``day`` unless the day has one already.
 
     Call in the transaction that inserts the check-in, at least for the first check-in of
-    each day (``day_rows`` relies on it).
+    each day (``DAY_CHECKINS`` relies on it).
     """
     conn.execute(
         "INSERT INTO checkin_days(day, first_checkin) VALUES (?, ?) ON CONFLICT DO NOTHING",
