@@ -20,7 +20,7 @@ from typing import Any
 from edge_agent import outbox
 from edge_agent.db import open_db
 from firmware.config import DEFAULT_CONFIG_PATH, load_config
-from kiosk_ui import store
+from kiosk_ui.core import store
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

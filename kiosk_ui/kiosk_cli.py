@@ -16,7 +16,7 @@ from pathlib import Path
 
 from firmware.config import DEFAULT_CONFIG_PATH, load_config
 from firmware.errors import StationError
-from kiosk_ui.flow import hash_secret
+from kiosk_ui.core.flow import hash_secret
 
 SCREEN_SIZE = (800, 480)
 _PREPARED = "SAMPLING_STATION_KIVY"  # the official 7" Raspberry Pi touch display
@@ -97,6 +97,6 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     prepare_kivy(window=True, fullscreen=config.kiosk.fullscreen and not args.windowed)
     # Only now: Kivy configures itself from the environment on first import.
-    from kiosk_ui.app import run_kiosk  # noqa: PLC0415
+    from kiosk_ui.screens.app import run_kiosk  # noqa: PLC0415
 
     return run_kiosk(config)

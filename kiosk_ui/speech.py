@@ -15,8 +15,8 @@ import subprocess
 import threading
 
 from firmware.errors import StationError
-from kiosk_ui.flow import State, View
-from kiosk_ui.i18n import Language, t
+from kiosk_ui.core.flow import State, View
+from kiosk_ui.core.i18n import Language, t
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from firmware.errors import ConfigError, DecoderError
-from kiosk_ui.codes import PREFIX, CodeVerifier, Reason, TrustStore, Verdict
+from kiosk_ui.core.codes import PREFIX, CodeVerifier, Reason, TrustStore, Verdict
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from kiosk_ui.codes import (
+from kiosk_ui.core.codes import (
     MAX_COSE_BYTES,
     MAX_TEXT_CHARS,
     Claims,
@@ -22,7 +22,7 @@ from kiosk_ui.codes import (
     mask_name,
     rejection_message,
 )
-from kiosk_ui.issuer import Issuer, encode_cose, jwks
+from kiosk_ui.drills.issuer import Issuer, encode_cose, jwks
 from tests.support.codes import NOW, good_claims, qr_of_cbor, qr_of_cose
 
 DAY = 24 * 3600

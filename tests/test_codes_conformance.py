@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from firmware.qr import decode_image_file
-from kiosk_ui.codes import CodeVerifier, Reason, TrustStore
+from kiosk_ui.core.codes import CodeVerifier, Reason, TrustStore
 from kiosk_ui.verify_cli import verdict_for
 from tests.conftest import SHARED
 

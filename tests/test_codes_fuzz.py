@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kiosk_ui.codes import MAX_TEXT_CHARS, CodeVerifier, Reason, TrustStore, Verdict
-from kiosk_ui.issuer import Issuer, encode_cose, jwks
+from kiosk_ui.core.codes import MAX_TEXT_CHARS, CodeVerifier, Reason, TrustStore, Verdict
+from kiosk_ui.drills.issuer import Issuer, encode_cose, jwks
 from tests.support.codes import NOW, good_claims, qr_of_cbor, qr_of_cose
 
 ISSUER = Issuer.generate("ES256", kid=b"fuzz")

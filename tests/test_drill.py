@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kiosk_ui.drill import (
+from kiosk_ui.drills.scenario import (
     EXPECT_KEYS,
     STEP_KEYS,
     Distort,

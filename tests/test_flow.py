@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from firmware.errors import ConfigError
 from firmware.hardware import build_lights
 from firmware.lights import LaneLights
-from kiosk_ui import national_id
-from kiosk_ui.flow import (
+from kiosk_ui.core import national_id
+from kiosk_ui.core.flow import (
     TRANSITIONS,
     FaultKind,
     KioskFlow,
@@ -31,8 +31,8 @@ from kiosk_ui.flow import (
     light_for,
     load_secret_hashes,
 )
-from kiosk_ui.rules import RuleViolation
-from kiosk_ui.station import Station
+from kiosk_ui.core.rules import RuleViolation
+from kiosk_ui.core.station import Station
 from tests.support.contract import check_outbox
 from tests.support.station import Clock, make_config, rejected, resident
 

@@ -21,8 +21,8 @@ from pycose.keys import EC2Key, OKPKey
 from pycose.keys.curves import P256, Ed25519
 from pycose.messages import Sign1Message
 
-from kiosk_ui.codes import CodeVerifier, Reason, TrustStore
-from kiosk_ui.issuer import Issuer, encode_cose, jwks
+from kiosk_ui.core.codes import CodeVerifier, Reason, TrustStore
+from kiosk_ui.drills.issuer import Issuer, encode_cose, jwks
 from tests.support.codes import NOW, good_claims
 
 DAY = 24 * 3600

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kiosk_ui.i18n import STRINGS
+from kiosk_ui.core.i18n import STRINGS
 from tests.test_kiosk_ui import SCREENS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kiosk_ui.flow import State, View
+from kiosk_ui.core.flow import State, View
 from kiosk_ui.speech import EspeakSpeaker, prompt
 
 

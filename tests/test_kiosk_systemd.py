@@ -49,7 +49,7 @@ def child_main(config_path: Path) -> int:
     from firmware.config import load_config  # noqa: PLC0415
     from firmware.hardware import build_hardware  # noqa: PLC0415
     from firmware.systemd import Notifier  # noqa: PLC0415
-    from kiosk_ui.app import Running, serve  # noqa: PLC0415
+    from kiosk_ui.screens.app import Running, serve  # noqa: PLC0415
 
     config = load_config(config_path)
     running = Running(config, build_hardware(config), core_stall_s=CORE_STALL_S)
@@ -197,7 +197,7 @@ def test_no_ping_while_the_core_thread_is_not_running_or_has_died(
     notify: NotifySocket,
 ) -> None:
     from firmware.systemd import Notifier  # noqa: PLC0415
-    from kiosk_ui.runtime import LoopThread, Watchdog  # noqa: PLC0415
+    from kiosk_ui.kiosk import LoopThread, Watchdog  # noqa: PLC0415
 
     core = LoopThread()
     dog = Watchdog(Notifier(str(notify.path)), core, stall_s=5.0)

@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 from PIL import Image, ImageChops, ImageFont
 
-from kiosk_ui import fonts
-from kiosk_ui.flow import hash_secret
-from kiosk_ui.i18n import STRINGS, all_text, missing, t
-from kiosk_ui.issuer import Issuer, jwks
+from kiosk_ui.core.flow import hash_secret
+from kiosk_ui.core.i18n import STRINGS, all_text, missing, t
+from kiosk_ui.drills.issuer import Issuer, jwks
+from kiosk_ui.screens import fonts
 from tests.support.config import write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,8 +94,8 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
     from firmware.config import load_config  # noqa: PLC0415
     from firmware.hardware import build_hardware  # noqa: PLC0415
     from firmware.thermometer import DEFAULT_ADDRESS  # noqa: PLC0415
-    from kiosk_ui.app import Running  # noqa: PLC0415
-    from kiosk_ui.flow import State  # noqa: PLC0415
+    from kiosk_ui.core.flow import State  # noqa: PLC0415
+    from kiosk_ui.screens.app import Running  # noqa: PLC0415
 
     config = load_config(config_path)
     hw = build_hardware(config)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware.errors import ConfigError
-from kiosk_ui.national_id import (
+from kiosk_ui.core.national_id import (
     NationalIdError,
     check_char,
     derive_sub,

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware.config import SamplingSection
-from kiosk_ui.codes import Verdict
-from kiosk_ui.rules import (
+from kiosk_ui.core.codes import Verdict
+from kiosk_ui.core.rules import (
     Decision,
     Lane,
     RuleViolation,

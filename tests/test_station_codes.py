@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from kiosk_ui.codes import CodeVerifier, TrustStore, Verdict
-from kiosk_ui.issuer import Issuer, jwks
-from kiosk_ui.station import RuleViolation
+from kiosk_ui.core.codes import CodeVerifier, TrustStore, Verdict
+from kiosk_ui.core.station import RuleViolation
+from kiosk_ui.drills.issuer import Issuer, jwks
 from tests.support.contract import check_outbox
 from tests.support.station import T0, Rig, open_station
 

@@ -17,9 +17,9 @@ import pytest
 from edge_agent import outbox
 from edge_agent.db import migrate, open_db, write_transaction
 from edge_agent.errors import StorageError
-from kiosk_ui import store
 from kiosk_ui.cli import main as station_main
-from kiosk_ui.station import Station
+from kiosk_ui.core import store
+from kiosk_ui.core.station import Station
 from tests.support.config import write_config
 from tests.support.contract import check_outbox
 from tests.support.edge import may_mount, small_tmpfs

@@ -12,7 +12,7 @@ import pytest
 import segno
 from PIL import Image
 
-from kiosk_ui.issuer import Issuer, jwks
+from kiosk_ui.drills.issuer import Issuer, jwks
 from tests.conftest import SHARED
 from tests.support.codes import NOW
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from edge_agent.db import write_transaction
 from firmware.config import load_config
-from kiosk_ui.station import Station
+from kiosk_ui.core.station import Station
 from tests.support.config import write_config
 from tests.support.station import resident
 

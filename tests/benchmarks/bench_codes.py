@@ -27,8 +27,8 @@ from numpy.typing import NDArray
 from PIL import Image
 from pyzbar import pyzbar
 
-from kiosk_ui.codes import CodeVerifier, TrustStore
-from kiosk_ui.issuer import Issuer, jwks
+from kiosk_ui.core.codes import CodeVerifier, TrustStore
+from kiosk_ui.drills.issuer import Issuer, jwks
 
 SEED = 20261123
 CODES_PER_ALG = 12

@@ -46,9 +46,9 @@ from firmware.camera import SimCamera, render_frame
 from firmware.config import load_config
 from firmware.errors import CameraError
 from firmware.hardware import build_hardware
-from kiosk_ui.flow import State
-from kiosk_ui.issuer import Issuer, jwks
-from kiosk_ui.runtime import Kiosk, LoopThread, build
+from kiosk_ui.core.flow import State
+from kiosk_ui.drills.issuer import Issuer, jwks
+from kiosk_ui.kiosk import Kiosk, LoopThread, build
 from tests.support.config import write_config
 
 TARGET_P95_MS = 150.0
@@ -374,7 +374,7 @@ def ui_gap_child(directory: Path, mode: str) -> None:
     from kiosk_ui.kiosk_cli import prepare_kivy  # noqa: PLC0415
 
     prepare_kivy(window=False)
-    from kiosk_ui.app import Running  # noqa: PLC0415
+    from kiosk_ui.screens.app import Running  # noqa: PLC0415
 
     issuer = Issuer.generate("ES256")
     path = write_config(

@@ -8,7 +8,7 @@ from typing import Any
 import base45
 import cbor2
 
-from kiosk_ui.issuer import Issuer
+from kiosk_ui.drills.issuer import Issuer
 
 NOW = 1_777_590_000  # 2026-05-01 07:00 +08:00
 

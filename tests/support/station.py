@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from firmware.config import StationConfig, load_config
-from kiosk_ui.codes import Claims, Reason, Verdict
-from kiosk_ui.station import Station
+from kiosk_ui.core.codes import Claims, Reason, Verdict
+from kiosk_ui.core.station import Station
 from tests.support.config import write_config
 
 T0 = 1_795_420_800.0  # 2026-11-23 08:00 UTC

@@ -1,8 +1,8 @@
 """The kiosk's Kivy app: screens that draw the flow's views and forward touches.
 
-Nothing here decides anything. The resident screen draws a :class:`~kiosk_ui.flow.View`
+Nothing here decides anything. The resident screen draws a :class:`~kiosk_ui.core.flow.View`
 (colour, an icon and words, never colour alone); the sampler panel calls the kiosk's
-actions (``kiosk_ui.runtime.Kiosk``) and shows their answers. Layout is in ``screens.kv``.
+actions (``kiosk_ui.kiosk.Kiosk``) and shows their answers. Layout is in ``screens.kv``.
 
 Import this module only after :func:`kiosk_ui.kiosk_cli.prepare_kivy`: Kivy configures
 itself from the environment on first import.
@@ -48,13 +48,13 @@ from firmware.config import StationConfig
 from firmware.errors import StationError
 from firmware.hardware import Hardware, build_hardware
 from firmware.systemd import Notifier
-from kiosk_ui import fonts
-from kiosk_ui.codes import Reason, rejection_message
-from kiosk_ui.flow import FaultKind, State, View
-from kiosk_ui.i18n import STRINGS, Language, t
-from kiosk_ui.national_id import NationalIdError
-from kiosk_ui.rules import RuleViolation, Thresholds
-from kiosk_ui.runtime import CORE_STALL_S, Kiosk, LoopThread, Watchdog, build, call_on
+from kiosk_ui.core.codes import Reason, rejection_message
+from kiosk_ui.core.flow import FaultKind, State, View
+from kiosk_ui.core.i18n import STRINGS, Language, t
+from kiosk_ui.core.national_id import NationalIdError
+from kiosk_ui.core.rules import RuleViolation, Thresholds
+from kiosk_ui.kiosk import CORE_STALL_S, Kiosk, LoopThread, Watchdog, build, call_on
+from kiosk_ui.screens import fonts
 from kiosk_ui.speech import EspeakSpeaker
 
 log = logging.getLogger(__name__)
@@ -928,7 +928,7 @@ class Running:
 
     Under systemd (``NOTIFY_SOCKET`` set) it says ``READY=1`` once the first frame showing
     the flow's view is on the screen, then ``WATCHDOG=1`` from the UI loop every half of
-    ``WatchdogSec`` while the core thread answers too (:class:`~kiosk_ui.runtime.Watchdog`,
+    ``WatchdogSec`` while the core thread answers too (:class:`~kiosk_ui.kiosk.Watchdog`,
     ``core_stall_s``), and ``STOPPING=1`` when it leaves. Elsewhere that is all a no-op.
     """
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from kiosk_ui.rules import RuleViolation
+from kiosk_ui.core.rules import RuleViolation
 
 RESIDENT_PREFIX = "HC1:"
 MAX_BARCODE_CHARS = 64

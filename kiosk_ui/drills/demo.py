@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kiosk_ui.issuer import Issuer, jwks
+from kiosk_ui.drills.issuer import Issuer, jwks
 
 FAR_FUTURE = 4_102_444_800  # 2100-01-01
 TRUST_FILE = "demo-issuers.jwks.json"

@@ -1,7 +1,7 @@
 """The kiosk's resident flow: an explicit state machine with a failsafe state.
 
-Plain Python, no Kivy: the screens (``kiosk_ui.app``) only draw the :class:`View` this
-machine publishes and forward touches; the drills (``kiosk_ui.simulate``) drive the same
+Plain Python, no Kivy: the screens (``kiosk_ui.screens.app``) only draw the :class:`View` this
+machine publishes and forward touches; the drills (``kiosk_ui.drills.simulate``) drive the same
 machine without a window. Every change of state goes through :meth:`KioskFlow._enter`,
 which checks it against :data:`TRANSITIONS`; a transition the table does not allow is a bug,
 and the machine goes to :attr:`State.FAULT` (lights on "fault", staff called) instead of
@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from edge_agent.errors import StorageError
 from firmware.errors import ConfigError, StationError
-from kiosk_ui.rules import RuleViolation, TemperatureAssessment, Thresholds
+from kiosk_ui.core.rules import RuleViolation, TemperatureAssessment, Thresholds
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class TubeLike(Protocol):
 
 
 class StationPort(Protocol):
-    """The part of ``kiosk_ui.station.Station`` the flow uses."""
+    """The part of ``kiosk_ui.core.station.Station`` the flow uses."""
 
     def verify(self, text: str) -> Any: ...
     def needs_temperature(self, verdict: Any) -> bool: ...

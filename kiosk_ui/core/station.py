@@ -42,9 +42,9 @@ from edge_agent.db import open_db, write_transaction
 from edge_agent.errors import StorageError
 from firmware.config import StationConfig
 from firmware.errors import StationError
-from kiosk_ui import barcodes, codes, rules, store
-from kiosk_ui.barcodes import BarcodeKinds, ScanKind
-from kiosk_ui.rules import (
+from kiosk_ui.core import barcodes, codes, rules, store
+from kiosk_ui.core.barcodes import BarcodeKinds, ScanKind
+from kiosk_ui.core.rules import (
     Decision,
     Lane,
     Outcome,
@@ -53,7 +53,7 @@ from kiosk_ui.rules import (
     Thresholds,
     VerdictLike,
 )
-from kiosk_ui.store import Tube, Waiting
+from kiosk_ui.core.store import Tube, Waiting
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class TubeMode(StrEnum):
 
 
 class Verifier(Protocol):
-    """``kiosk_ui.codes.CodeVerifier``: text in, verdict out, at a given time."""
+    """``kiosk_ui.core.codes.CodeVerifier``: text in, verdict out, at a given time."""
 
     def verify(self, text: str, now: float) -> Any: ...
 

@@ -1,7 +1,7 @@
 """The kiosk's composition root: station, devices, flow and workers, without any window.
 
 ``build(config, hardware=...)`` wires one kiosk; ``station kiosk`` puts the Kivy screens on
-top of it (``kiosk_ui.app``), ``station simulate`` drives it with a drill, and the tests do
+top of it (``kiosk_ui.screens.app``), ``station simulate`` drives it with a drill, and the tests do
 both. Threads and what they own:
 
 - the decode worker (``firmware.qr.DecodeWorker``) reads camera frames and decodes them;
@@ -31,11 +31,11 @@ from firmware.camera import Frame, FrameSource
 from firmware.config import StationConfig
 from firmware.errors import CameraError, SensorError, StationError
 from firmware.hardware import Hardware, build_hardware
-from kiosk_ui import national_id
-from kiosk_ui.codes import CodeVerifier, TrustStore
-from kiosk_ui.flow import KioskFlow, StaffLock, View, load_secret_hashes
-from kiosk_ui.rules import RuleViolation
-from kiosk_ui.station import Station, TubeMode
+from kiosk_ui.core import national_id
+from kiosk_ui.core.codes import CodeVerifier, TrustStore
+from kiosk_ui.core.flow import KioskFlow, StaffLock, View, load_secret_hashes
+from kiosk_ui.core.rules import RuleViolation
+from kiosk_ui.core.station import Station, TubeMode
 
 log = logging.getLogger(__name__)
 

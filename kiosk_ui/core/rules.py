@@ -1,6 +1,6 @@
 """The station's rules: temperature assessment and the check-in decision table.
 
-Plain Python on purpose: no Kivy, no hardware, no SQLite. The station (``kiosk_ui.station``)
+Plain Python on purpose: no Kivy, no hardware, no SQLite. The station (``kiosk_ui.core.station``)
 gathers the facts (the verified code, the readings, whether the resident was sampled
 recently) and asks these functions what follows; the same rules then run in a drill, a test
 and on a Pi.
@@ -81,7 +81,7 @@ class RuleViolation(StationError):
 
 
 class ClaimsLike(Protocol):
-    """What the rules read from a verified code's claims (``kiosk_ui.codes.Claims``)."""
+    """What the rules read from a verified code's claims (``kiosk_ui.core.codes.Claims``)."""
 
     @property
     def sub(self) -> str: ...
@@ -94,7 +94,7 @@ class ClaimsLike(Protocol):
 
 
 class VerdictLike(Protocol):
-    """What the rules read from a verifier's verdict (``kiosk_ui.codes.Verdict``)."""
+    """What the rules read from a verifier's verdict (``kiosk_ui.core.codes.Verdict``)."""
 
     @property
     def valid(self) -> bool: ...

@@ -40,9 +40,11 @@ from firmware.config import DEFAULT_CONFIG_PATH, StationConfig, load_config
 from firmware.errors import ConfigError, StationError
 from firmware.hardware import SimDevices, build_hardware
 from firmware.thermometer import DEFAULT_ADDRESS
-from kiosk_ui import drill
-from kiosk_ui.demo_drills import write_drills
-from kiosk_ui.drill import (
+from kiosk_ui.core.flow import State
+from kiosk_ui.core.rules import RuleViolation
+from kiosk_ui.drills import scenario as drill
+from kiosk_ui.drills.demo import write_drills
+from kiosk_ui.drills.scenario import (
     Expect,
     Gateway,
     ManualId,
@@ -54,10 +56,8 @@ from kiosk_ui.drill import (
     Touch,
     Wait,
 )
-from kiosk_ui.flow import State
+from kiosk_ui.kiosk import PROBE_EVERY_S, Kiosk, LoopThread, build
 from kiosk_ui.kiosk_cli import prepare_kivy
-from kiosk_ui.rules import RuleViolation
-from kiosk_ui.runtime import PROBE_EVERY_S, Kiosk, LoopThread, build
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ class AgentProcess:
                 [sys.executable, "-m", "kiosk_ui.cli", "agent", "--config", str(self.config_path)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                cwd=str(Path(__file__).resolve().parents[1]),
+                cwd=str(Path(__file__).resolve().parents[2]),
             )
 
     def alive(self) -> bool:
@@ -753,7 +753,7 @@ def _run_kiosk(
     if args.window or args.screenshots is not None:
         prepare_kivy(window=args.window)
         # Kivy reads its settings from the environment when first imported: only now.
-        from kiosk_ui.app import run_with_app  # noqa: PLC0415
+        from kiosk_ui.screens.app import run_with_app  # noqa: PLC0415
 
         return run_with_app(
             config,
@@ -829,7 +829,7 @@ def _drive(
         runner.close()
 
 
-def main() -> None:  # pragma: no cover - `python -m kiosk_ui.simulate`
+def main() -> None:  # pragma: no cover - `python -m kiosk_ui.drills.simulate`
     parser = argparse.ArgumentParser(prog="station simulate")
     configure(parser)
     raise SystemExit(run(parser.parse_args()))

@@ -2,7 +2,7 @@
 
 They live in the same SQLite file as the outbox (``edge_agent.outbox``), so a fact and its
 event commit in one transaction. The functions here read and write rows inside a
-transaction the caller (``kiosk_ui.station.Station``) holds; they decide nothing.
+transaction the caller (``kiosk_ui.core.station.Station``) holds; they decide nothing.
 
 Triggers guard what the rules promise even against a bug elsewhere: a tube that is no
 longer open never gains, loses or reorders a member, and a tube barcode is never used twice.

@@ -1,0 +1,1 @@
+"""Drills: `station simulate`, scenarios on simulated hardware."""

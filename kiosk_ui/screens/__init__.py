@@ -1,0 +1,1 @@
+"""The Kivy screens: the only room of the kiosk that imports Kivy."""
