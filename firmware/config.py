@@ -282,6 +282,84 @@ def read_toml(path: Path, error: type[ConfigError] = ConfigError) -> dict[str, A
         raise error(str(path), [f"not valid TOML: {exc}"]) from None
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_I64 = range(-(2**63), 2**63)
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """``data`` as a TOML document that ``tomllib`` reads back equal, None values left out.
+
+    Values are strings, booleans, integers (64-bit), floats, lists and tables (dicts with string
+    keys). A list of tables becomes an array of tables (``[[name]]``); a table inside another
+    list is written inline. Anything else raises TypeError naming the key, as does None inside
+    a list (leaving it out would change the list).
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"a TOML document is a table, not {type(data).__name__}")
+    return _toml_table(data, ())
+
+
+def _toml_table(data: dict[str, Any], path: tuple[str, ...]) -> str:
+    lines: list[str] = []
+    nested: list[str] = []
+    for k, v in data.items():
+        here = (*path, _toml_key(k, path))
+        if v is None:
+            continue
+        if isinstance(v, dict):
+            nested.append(f"\n[{'.'.join(here)}]\n" + _toml_table(v, here))
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            nested.extend(f"\n[[{'.'.join(here)}]]\n" + _toml_table(x, here) for x in v)
+        else:
+            lines.append(f"{here[-1]} = {_toml_value(v, here)}\n")
+    return "".join(lines) + "".join(nested)
+
+
+def _toml_key(key: object, path: tuple[str, ...]) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"cannot write {'.'.join(path) or 'the document'} to TOML: key {key!r}")
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key, path)
+
+
+def _toml_value(v: Any, path: tuple[str, ...]) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int) and v in _I64:
+        return str(int(v))
+    if isinstance(v, float):
+        return repr(float(v))  # valid TOML for every float, inf and nan included
+    if isinstance(v, str):
+        return _toml_string(v, path)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x, path) for x in v) + "]"
+    if isinstance(v, dict):
+        items = (
+            f"{_toml_key(k, path)} = {_toml_value(x, (*path, k))}"
+            for k, x in v.items()
+            if x is not None
+        )
+        return "{" + ", ".join(items) + "}"
+    if v is None:
+        raise TypeError(f"cannot write {'.'.join(path)} to TOML: None inside a list")
+    what = "an integer outside 64 bits" if isinstance(v, int) else type(v).__name__
+    raise TypeError(f"cannot write {'.'.join(path)} to TOML: {what} ({v!r})")
+
+
+def _toml_string(s: str, path: tuple[str, ...]) -> str:
+    out = []
+    for ch in s:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch < " " or ch == "\x7f":
+            out.append(f"\\u{ord(ch):04x}")
+        elif "\ud800" <= ch <= "\udfff":
+            raise TypeError(f"cannot write {'.'.join(path)} to TOML: a lone surrogate in {s!r}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 def load_config(path: Path | str) -> StationConfig:
     """Read and validate a station configuration file, or raise ConfigError naming each key."""
     path = Path(path)

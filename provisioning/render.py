@@ -6,13 +6,13 @@ with the facts it reads from the station and yields only the commands still need
 
 from __future__ import annotations
 
-import json
 import string
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Literal
 
+from firmware.config import dump_toml
 from provisioning.inventory import (
     CONFIG_PATH,
     CURRENT_LINK,
@@ -90,29 +90,6 @@ class Desired:
     boot_fragment: str
 
 
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def to_toml(data: dict[str, Any], prefix: str = "") -> str:
-    """A TOML document for nested tables of strings, numbers, booleans and lists."""
-    lines = [f"{k} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    text = "\n".join(lines) + ("\n" if lines else "")
-    for k, v in data.items():
-        if isinstance(v, dict):
-            name = f"{prefix}{k}"
-            text += f"\n[{name}]\n" + to_toml(v, f"{name}.")
-    return text
-
-
 def _template(name: str) -> string.Template:
     text = resources.files("provisioning").joinpath("units", name).read_text(encoding="utf-8")
     return string.Template(text)
@@ -171,7 +148,7 @@ def service_groups(station: Station) -> list[str]:
 
 def desired_state(inventory: Inventory, station: Station) -> Desired:
     user = station.service_user
-    cfg = to_toml(inventory.config_data[station.id]).encode()
+    cfg = dump_toml(inventory.config_data[station.id]).encode()
     header = (
         f"# Station {station.township}/{station.id}: written by `station provision`. "
         "Change the inventory, not this file.\n"

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from firmware.config import dump_toml
 from kiosk_ui.cli import main
 from provisioning.deploy import HostReport
 from provisioning.errors import InventoryError
@@ -22,7 +23,6 @@ from provisioning.inventory import (
     load_inventory,
     parse_inventory,
 )
-from tests.support.config import to_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,23 +127,12 @@ def test_the_cli_reports_inventory_errors_before_connecting(
     path = _example(tmp_path)
     data = tomllib.loads(path.read_text())
     data["station"][1]["config"] = {"sampling": {"pool_size": 99}}
-    path.write_text(to_toml({"fleet": data["fleet"]}) + _stations_toml(data["station"]))
+    path.write_text(dump_toml(data))
     assert main(["provision", "apply", str(path)]) == 2
     err = capsys.readouterr().err
     assert "station K02: config.sampling.pool_size" in err
     assert main(["provision", "apply", str(_example(tmp_path / "b")), "--limit", "K99"]) == 2
     assert "--limit K99: no such station" in capsys.readouterr().err
-
-
-def _stations_toml(stations: list[dict[str, Any]]) -> str:
-    out = ""
-    for s in stations:
-        flat = {k: v for k, v in s.items() if not isinstance(v, dict)}
-        out += "\n[[station]]\n" + to_toml(flat)
-        for k, v in s.items():
-            if isinstance(v, dict):
-                out += to_toml({k: v}, "station.").replace(f"[{k}", f"[station.{k}")
-    return out
 
 
 def test_a_missing_or_broken_file_is_a_clear_error(tmp_path: Path) -> None:

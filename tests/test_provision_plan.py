@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import tomllib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
@@ -26,7 +25,6 @@ from provisioning.render import (
     FileSpec,
     desired_state,
     service_groups,
-    to_toml,
 )
 from tests.support.provision import offline_inventory
 
@@ -485,8 +483,3 @@ def test_a_stopped_purge_timer_is_started_again(inventory: Inventory) -> None:
     assert report.changes == [
         {"operation": "timers", "commands": ["systemctl start sampling-purge.timer"]}
     ]
-
-
-def test_station_toml_writer_round_trips() -> None:
-    data = {"a": 1, "b": {"c": 'x"y', "d": [1, 2], "e": {"f": True, "g": 0.5}}}
-    assert tomllib.loads(to_toml(data)) == data

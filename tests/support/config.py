@@ -7,6 +7,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from firmware.config import dump_toml
+
 BASE: dict[str, Any] = {
     "station": {"id": "K03", "township": "T01", "role": "combined"},
     "health_code": {"trusted_keys": "issuers.jwks.json"},
@@ -24,30 +26,6 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return repr(v)
-
-
-def to_toml(data: dict[str, Any], prefix: str = "") -> str:
-    lines: list[str] = []
-    tables: list[tuple[str, dict[str, Any]]] = []
-    for k, v in data.items():
-        if isinstance(v, dict):
-            tables.append((f"{prefix}{k}", v))
-        else:
-            lines.append(f"{k} = {_toml_value(v)}")
-    text = "\n".join(lines) + ("\n" if lines else "")
-    for name, table in tables:
-        text += f"\n[{name}]\n" + to_toml(table, f"{name}.")
-    return text
-
-
 def write_config(
     directory: Path, overrides: dict[str, Any] | None = None, jwks: dict[str, Any] | None = None
 ) -> Path:
@@ -58,6 +36,6 @@ def write_config(
     if not keys.exists() or jwks is not None:
         keys.write_text(json.dumps(jwks if jwks is not None else {"keys": []}))
     path = directory / "station.toml"
-    path.write_text(to_toml(data))
+    path.write_text(dump_toml(data))
     tomllib.loads(path.read_text())  # the writer must produce TOML the station can read
     return path
