@@ -1,270 +1,63 @@
 """The kiosk's composition root: station, devices, flow and workers, without any window.
 
-``build(config, hardware=...)`` wires one kiosk; ``station kiosk`` puts the Kivy screens on
-top of it (``kiosk_ui.screens.app``), ``station simulate`` drives it with a drill, and the tests do
-both. Threads and what they own:
+``build(config, hardware=...)`` wires one kiosk and its core loop (a :class:`KioskCore`);
+``station kiosk`` puts the Kivy screens on top of it (``kiosk_ui.screens.running``),
+``station simulate`` drives it with a drill, the kiosk benchmark measures it, and the tests
+do all three. Threads and what they own:
 
+- the core loop (:class:`~kiosk_ui.workers.LoopThread`) runs the flow, the station's rules
+  and every commit, and ticks the flow's timeouts;
 - the decode worker (``firmware.qr.DecodeWorker``) reads camera frames and decodes them;
-- the measure worker (:class:`MeasureWorker`) runs thermometer measurements on request;
+- the measure worker (:class:`~kiosk_ui.workers.MeasureWorker`) runs thermometer
+  measurements on request;
 - the scanner's own reader delivers tube and box barcodes.
 
-None of them touches the flow or the station's read models: each result goes to the UI
-thread through ``post`` (Kivy's ``Clock.schedule_once`` in the app, :class:`LoopThread`
-without a window), and the flow runs only there.
+None of the workers touches the flow or the station's read models: each result goes to the
+core loop through ``post``, and the flow runs only there. The screens draw what the core
+publishes and post touches to it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import queue
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Protocol
 
 from edge_agent import outbox
-from firmware.camera import Frame, FrameSource
+from firmware.camera import Frame
 from firmware.config import StationConfig
-from firmware.errors import CameraError, SensorError, StationError
+from firmware.errors import CameraError, StationError
 from firmware.hardware import Hardware, build_hardware
 from kiosk_ui.core import national_id
 from kiosk_ui.core.codes import CodeVerifier, TrustStore
-from kiosk_ui.core.flow import KioskFlow, StaffLock, View, load_secret_hashes
+from kiosk_ui.core.flow import KioskFlow, StaffLock, State, View, load_secret_hashes
 from kiosk_ui.core.rules import RuleViolation
-from kiosk_ui.core.station import Station, TubeMode
+from kiosk_ui.core.station import (
+    DispatchResult,
+    ScanResult,
+    Station,
+    TubeMode,
+    TubeResult,
+    Verifier,
+)
+from kiosk_ui.panel import LinkStatus, PanelData, PanelMessage, scan_box_first
+from kiosk_ui.workers import (
+    MEASURE_TIMEOUT_S,
+    LoopThread,
+    MeasureWorker,
+    Post,
+    PreviewTap,
+)
 
 log = logging.getLogger(__name__)
 
-Post = Callable[[Callable[[], None]], None]
-MEASURE_TIMEOUT_S = 5.0
 PROBE_EVERY_S = 5.0
-CORE_STALL_S = 20.0  # see Watchdog
 DRILL_SAMPLER = "drill"
-
-
-def call_on(
-    post: Callable[[Callable[[], None]], None], fn: Callable[[], Any], timeout: float, who: str
-) -> Any:
-    """Run ``fn`` on another thread through ``post`` and wait for its result or exception.
-
-    ``who`` names that thread in the error raised when it does not answer within ``timeout``.
-    """
-    done = threading.Event()
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-        finally:
-            done.set()
-
-    post(run)
-    if not done.wait(timeout):
-        raise StationError(f"{who} did not answer within {timeout} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
-
-
-class LoopThread:
-    """A UI thread for a kiosk without a window: runs posted calls in order, and ticks."""
-
-    def __init__(self, tick: Callable[[], None] | None = None, tick_s: float = 0.1) -> None:
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self._tick = tick
-        self._tick_s = tick_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.ident: int | None = None
-        self.max_gap_s = 0.0
-        self._busy_since: float | None = None
-
-    def stalled_for(self) -> float:
-        """How long the loop has been inside one call (0 while it waits for work); infinite
-        when it is not running at all (never started, stopped, or its thread died)."""
-        thread = self._thread
-        if thread is None or not thread.is_alive():
-            return math.inf
-        since = self._busy_since
-        return 0.0 if since is None else max(0.0, time.monotonic() - since)
-
-    def post(self, fn: Callable[[], None]) -> None:
-        self._queue.put(fn)
-
-    def set_tick(self, tick: Callable[[], None]) -> None:
-        """What the loop runs every ``tick_s`` (the flow's timeouts); set before start."""
-        self._tick = tick
-
-    def call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
-        """Run ``fn`` on the loop and return its result (or raise its exception) here."""
-        if threading.get_ident() == self.ident:
-            return fn()
-        return call_on(self.post, fn, timeout, "the kiosk's UI loop")
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="kiosk-ui", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._queue.put(None)
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                raise StationError(f"the kiosk's UI loop did not stop within {timeout} s")
-
-    def _run(self) -> None:
-        self.ident = threading.get_ident()
-        next_tick = time.monotonic()
-        while not self._stop.is_set():
-            try:
-                fn = self._queue.get(timeout=max(0.0, next_tick - time.monotonic()))
-            except queue.Empty:
-                fn = None
-            started = time.monotonic()
-            self._busy_since = started
-            if fn is not None:
-                try:
-                    fn()
-                except Exception:
-                    # Posted work reports its own errors; the loop must outlive any of them.
-                    log.exception("a call on the kiosk's loop failed")
-            elif started >= next_tick:
-                if self._tick is not None:
-                    self._tick()
-                next_tick = started + self._tick_s
-            self._busy_since = None
-            self.max_gap_s = max(self.max_gap_s, time.monotonic() - started)
-
-
-class Watchdog:
-    """Whether the kiosk may tell systemd it is alive, asked from the UI loop.
-
-    The UI loop calling :meth:`ping` proves the screens answer; the core thread (the flow,
-    the rules and every commit) must answer too, or residents would see a screen that never
-    moves on. A call on the core may wait for the disk and for the edge agent's write lock
-    (SQLite's busy timeout, ``edge_agent.db.BUSY_TIMEOUT_MS``, 10 s) and for a staff PIN's
-    hash, so the core counts as stuck only after ``stall_s`` (``CORE_STALL_S``, twice that
-    busy timeout) inside one call, or as soon as its thread is gone. Then the pings stop,
-    and systemd restarts the kiosk once ``WatchdogSec`` has passed without one.
-    """
-
-    def __init__(self, notifier: Any, core: LoopThread, stall_s: float = CORE_STALL_S) -> None:
-        self.notifier = notifier
-        self.core = core
-        self.stall_s = stall_s
-        self.withheld = False
-
-    def healthy(self) -> bool:
-        return self.core.stalled_for() <= self.stall_s
-
-    def ping(self) -> bool:
-        """Send ``WATCHDOG=1`` if the core thread answers; True when sent."""
-        if not self.healthy():
-            if not self.withheld:
-                stalled = self.core.stalled_for()
-                log.error(
-                    "the kiosk's core thread %s: no more watchdog pings, systemd restarts us",
-                    "is gone" if math.isinf(stalled) else f"is stuck for {stalled:.1f} s",
-                )
-            self.withheld = True
-            return False
-        if self.withheld:
-            log.warning("the kiosk's core thread answers again: watchdog pings resume")
-            self.withheld = False
-        return bool(self.notifier.watchdog())
-
-
-class MeasureWorker:
-    """Runs one thermometer measurement at a time, on request, off the UI thread."""
-
-    def __init__(
-        self,
-        thermometer: Any,
-        on_reading: Callable[[float], None],
-        on_fault: Callable[[str], None],
-        timeout_s: float = MEASURE_TIMEOUT_S,
-        on_ok: Callable[[], None] = lambda: None,
-    ) -> None:
-        self.thermometer = thermometer
-        self._on_reading = on_reading
-        self._on_fault = on_fault
-        self._on_ok = on_ok
-        self.timeout_s = timeout_s
-        self._requests: queue.Queue[str | None] = queue.Queue()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def request(self) -> None:
-        self._requests.put("measure")
-
-    def probe(self) -> None:
-        """Read the sensor's ambient register once; ``on_ok`` when it answers."""
-        self._requests.put("probe")
-
-    def start(self) -> None:
-        thread = threading.Thread(target=self._run, name="kiosk-measure", daemon=True)
-        thread.start()
-        self._thread = thread
-
-    def stop(self, timeout: float = 3.0) -> None:
-        self._stop.set()
-        self._requests.put(None)
-        cancel = getattr(self.thermometer, "cancel", None)
-        if callable(cancel):
-            cancel()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                raise StationError(f"the measure thread did not stop within {timeout} s")
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            kind = self._requests.get()
-            if kind is None:
-                return
-            if kind == "probe":
-                try:
-                    self.thermometer.ambient()
-                except SensorError:
-                    continue
-                self._on_ok()
-                continue
-            try:
-                reading = self.thermometer.measure(self.timeout_s)
-            except SensorError as exc:
-                if self._stop.is_set():
-                    return
-                self._on_fault(str(exc))
-                continue
-            self._on_reading(float(reading.value_c))
-
-
-class PreviewTap:
-    """The camera as the decoder sees it, keeping the last frame for the screen's preview."""
-
-    def __init__(self, source: FrameSource) -> None:
-        self.source = source
-        self.last_frame: Frame | None = None
-
-    def read(self, timeout: float) -> Frame:
-        frame = self.source.read(timeout)
-        self.last_frame = frame
-        return frame
-
-    def close(self) -> None:
-        self.source.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.source, name)
+ScanOutcome = ScanResult | RuleViolation | StationError
 
 
 class Speaker(Protocol):
@@ -272,21 +65,8 @@ class Speaker(Protocol):
     def stop(self, timeout: float = ...) -> None: ...
 
 
-@dataclass
-class PanelMessage:
-    """The last answer the sampler panel shows: what happened, or what to fix."""
-
-    ok: bool
-    en: str
-    zh: str
-    at: float = field(default_factory=time.monotonic)
-
-    def text(self, language: str) -> str:
-        return self.zh if language == "zh" else self.en
-
-
 class Kiosk:
-    """One kiosk: station + devices + flow + workers. Actions run on the UI thread."""
+    """One kiosk: station + devices + flow + workers. Actions run on the core thread."""
 
     def __init__(
         self,
@@ -329,11 +109,12 @@ class Kiosk:
         self._last_probe = 0.0
         if not isinstance(hardware.camera, PreviewTap):
             hardware.camera = PreviewTap(hardware.camera)
+        self._tap: PreviewTap = hardware.camera
         self.decoder = hardware.decode_worker(
             self._payload, on_fault=self._camera_fault, on_recover=self._camera_ok
         )
         self.codes_read = 0
-        self.last_scan: Any = None  # the last scanner result, or the error it raised
+        self.last_scan: ScanOutcome | None = None  # the scanner's last result, or its error
         self._id_key: bytes | None = None
 
     # -- life -----------------------------------------------------------------------------
@@ -390,7 +171,7 @@ class Kiosk:
         self.measure.request()
 
     def _view(self, view: View) -> None:
-        if view.state.value == "idle":
+        if view.state is State.IDLE:
             self.decoder.forget()
         for listener in list(self.views):
             listener(view)
@@ -417,15 +198,29 @@ class Kiosk:
         for listener in list(self.panel_listeners):
             listener()
 
-    def scan(self, text: str) -> Any:
+    def act(self, action: Callable[[], object]) -> bool:
+        """Run a sampler's action from the panel: a refusal becomes the panel's message, a
+        storage failure the flow's fault. False (and nothing run) while the panel is locked."""
+        if not self.lock.unlocked:
+            return False
+        try:
+            action()
+        except RuleViolation as exc:
+            self._refused(exc)
+        except StationError as exc:
+            self.flow.storage_fault(str(exc))
+        return True
+
+    def scan(self, text: str) -> ScanResult:
         """A tube or box barcode from the scanner (or a staff badge, which unlocks)."""
         mode = TubeMode.SINGLE if self._single_scan() else TubeMode.POOL
         result = self.station.scan(text, self.sampler, mode)
         self.arm_single = False
         if result.tube is not None:
+            what = "单采" if mode is TubeMode.SINGLE else "混采"
             self._done(
                 f"Tube {result.tube.tube} opened ({result.tube.mode}).",
-                f"试管 {result.tube.tube} 已打开（{'单采' if mode == 'single' else '混采'}）。",
+                f"试管 {result.tube.tube} 已打开（{what}）。",
             )
         elif result.box is not None:
             self._done(
@@ -445,6 +240,10 @@ class Kiosk:
             self.station.open_tube(TubeMode.POOL) is not None
         )
 
+    def forget_last_scan(self) -> None:
+        """Forget the scanner's last result (a drill does, before it scans)."""
+        self.last_scan = None
+
     def _scanned(self, text: str) -> None:
         if not self.lock.unlocked and self.lock.unlock(text, who="badge"):
             self._done("Panel unlocked by badge.", "工牌已解锁面板。")
@@ -458,7 +257,7 @@ class Kiosk:
             self.last_scan = exc
             self.flow.storage_fault(str(exc))
 
-    def seal(self, tube: str | None = None) -> Any:
+    def seal(self, tube: str | None = None) -> TubeResult:
         result = self.station.seal(self.sampler, tube)
         self._done(
             f"Tube {result.tube.tube} sealed with {result.tube.count}.",
@@ -466,7 +265,7 @@ class Kiosk:
         )
         return result
 
-    def void(self, reason: str, tube: str | None = None) -> Any:
+    def void(self, reason: str, tube: str | None = None) -> TubeResult:
         result = self.station.void(reason, self.sampler, tube)
         self._done(
             f"Tube {result.tube.tube} voided: its members check in again.",
@@ -474,12 +273,18 @@ class Kiosk:
         )
         return result
 
-    def remove(self, resident: str, reason: str = "removed by sampler") -> Any:
+    def remove(self, resident: str, reason: str = "removed by sampler") -> TubeResult | None:
         result = self.station.remove(resident, reason, self.sampler)
         self._done("Resident removed.", "已移出该居民。")
         return result
 
-    def dispatch(self, box: str) -> Any:
+    def dispatch(self, box: str | None = None) -> DispatchResult:
+        """Send ``box`` with the sealed tubes; without one, the box the scanner read last."""
+        if box is None:
+            last = self.last_scan
+            box = last.box if isinstance(last, ScanResult) else None
+            if not box:
+                raise scan_box_first()
         result = self.station.dispatch(box, self.sampler)
         self._done(
             f"Box {result.box} dispatched with {len(result.tubes)} tubes.",
@@ -505,6 +310,12 @@ class Kiosk:
             self.language = language
             self.flow.start()  # publish the same view again, to redraw in the new language
 
+    # -- what the screens read (core thread) ----------------------------------------------
+
+    def preview_frame(self) -> Frame | None:
+        """The camera's latest frame, for the idle screen's preview (any thread)."""
+        return self._tap.last_frame
+
     def member_names(self, members: tuple[str, ...]) -> list[str]:
         """The masked names of a tube's members as their check-ins recorded them."""
         names: list[str] = []
@@ -529,33 +340,91 @@ class Kiosk:
             out.append((str(event["data"].get("kind")), at.strftime("%H:%M")))
         return out
 
-    def link_status(self) -> dict[str, Any]:
+    def link_status(self) -> LinkStatus:
         """The agent's link state and the backlog, as the agent records them."""
         db = self.station.db
         st = outbox.stats(db)
         state = outbox.read_state(db)
-        return {
-            "depth": st.depth,
-            "oldest_s": st.oldest_undelivered_age_s,
-            "link": state.get("link.state", "unknown"),
-            "alerts": {
+        return LinkStatus(
+            link=str(state.get("link.state", "unknown")),
+            depth=st.depth,
+            oldest_s=st.oldest_undelivered_age_s,
+            alerts={
                 k.removeprefix("alert."): v
                 for k, v in state.items()
                 if k.startswith("alert.") and v is not None
             },
-        }
+        )
+
+    def panel_data(self) -> PanelData:
+        """Everything the sampler panel shows, read from the station and the flow."""
+        tube = self.station.open_tube()
+        return PanelData(
+            tube=tube,
+            names=tuple(self.member_names(tube.members)) if tube is not None else (),
+            counters=self.station.counters(),
+            single_armed=self.arm_single,
+            temp_needed=self.flow.state is State.MANUAL_TEMPERATURE,
+            fault=self.flow.state is State.FAULT,
+            alerts=tuple(self.recent_alerts()),
+            message=self.panel_message,
+        )
+
+
+class KioskCore:
+    """A kiosk and its core loop (the flow's thread, ticking the flow's timeouts).
+
+    ``start()`` starts the loop and then the kiosk's devices and workers on it; ``stop()``
+    stops them on the loop, then the loop, then closes the devices and the station. Also a
+    context manager. The screens, the drills and the benchmark all run a kiosk this way.
+    """
+
+    def __init__(self, kiosk: Kiosk, loop: LoopThread) -> None:
+        self.kiosk = kiosk
+        self.loop = loop
+        loop.set_tick(kiosk.tick)
+
+    def start(self) -> None:
+        self.loop.start()
+        try:
+            self.loop.call(self.kiosk.start)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop and close everything; safe to call again, and after a failed start."""
+        try:
+            if self.loop.running:
+                # On the loop, so it comes after anything posted there (the flow's start).
+                self.loop.call(self.kiosk.stop)
+            self.loop.stop()
+        finally:
+            self.kiosk.close()
+
+    def __enter__(self) -> KioskCore:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _exc: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def build(
     config: StationConfig,
     *,
     hardware: Hardware | None = None,
-    post: Post,
-    verifier: Any = None,
+    verifier: Verifier | None = None,
     speaker: Speaker | None = None,
     measure_timeout_s: float = MEASURE_TIMEOUT_S,
-) -> Kiosk:
-    """The one composition root: CLI, drills and tests all build a kiosk here."""
+) -> KioskCore:
+    """The one composition root: the kiosk command, drills, the benchmark and the tests all
+    build a kiosk here (``hardware`` and ``verifier`` default to the configuration's)."""
     if verifier is None:
         verifier = CodeVerifier(
             TrustStore.load(config.health_code.trusted_keys), config.health_code.leeway_s
@@ -566,4 +435,8 @@ def build(
     except BaseException:
         station.close()
         raise
-    return Kiosk(config, station, hw, post, speaker=speaker, measure_timeout_s=measure_timeout_s)
+    loop = LoopThread()
+    kiosk = Kiosk(
+        config, station, hw, loop.post, speaker=speaker, measure_timeout_s=measure_timeout_s
+    )
+    return KioskCore(kiosk, loop)

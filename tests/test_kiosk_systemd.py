@@ -197,7 +197,7 @@ def test_no_ping_while_the_core_thread_is_not_running_or_has_died(
     notify: NotifySocket,
 ) -> None:
     from firmware.systemd import Notifier  # noqa: PLC0415
-    from kiosk_ui.kiosk import LoopThread, Watchdog  # noqa: PLC0415
+    from kiosk_ui.workers import LoopThread, Watchdog  # noqa: PLC0415
 
     core = LoopThread()
     dog = Watchdog(Notifier(str(notify.path)), core, stall_s=5.0)

@@ -56,8 +56,9 @@ from kiosk_ui.drills.scenario import (
     Touch,
     Wait,
 )
-from kiosk_ui.kiosk import PROBE_EVERY_S, Kiosk, LoopThread, build
+from kiosk_ui.kiosk import PROBE_EVERY_S, Kiosk, build
 from kiosk_ui.kiosk_cli import prepare_kivy
+from kiosk_ui.workers import LoopThread
 
 log = logging.getLogger(__name__)
 
@@ -761,18 +762,8 @@ def _run_kiosk(
             lambda kiosk, ui: _drive(kiosk, ui, scenario, relay=relay, agent=agent, args=args),
             window=args.window,
         )
-    loop = LoopThread()
-    kiosk = build(config, hardware=hardware, post=loop.post)
-    loop.set_tick(kiosk.tick)
-    loop.start()
-    try:
-        kiosk.start()
-        return _drive(kiosk, _LoopUi(loop), scenario, relay=relay, agent=agent, args=args)
-    finally:
-        try:
-            kiosk.close()
-        finally:
-            loop.stop()
+    with build(config, hardware=hardware) as core:
+        return _drive(core.kiosk, _LoopUi(core.loop), scenario, relay=relay, agent=agent, args=args)
 
 
 class _LoopUi:

@@ -53,9 +53,11 @@ from kiosk_ui.core.flow import FaultKind, State, View
 from kiosk_ui.core.i18n import STRINGS, Language, t
 from kiosk_ui.core.national_id import NationalIdError
 from kiosk_ui.core.rules import RuleViolation, Thresholds
-from kiosk_ui.kiosk import CORE_STALL_S, Kiosk, LoopThread, Watchdog, build, call_on
+from kiosk_ui.kiosk import Kiosk, build
+from kiosk_ui.panel import LinkStatus
 from kiosk_ui.screens import fonts
 from kiosk_ui.speech import EspeakSpeaker
+from kiosk_ui.workers import CORE_STALL_S, LoopThread, Watchdog, call_on
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +268,7 @@ class KioskApp(App):
         super().__init__(**kwargs)
         self.kiosk = kiosk
         self.core = core
-        self.link: dict[str, Any] | None = None
+        self.link: LinkStatus | None = None
         self.title = "Sampling station"
         self.view: View | None = None
         self.entry_color = "green"
@@ -469,8 +471,8 @@ class KioskApp(App):
         r.title, r.line1, r.line2 = title, l1, l2
         r.line3a, r.line3b = l3a, l3b
         r.line3 = "  ".join(x for x in (l3a, l3b) if x)
-        st = getattr(self, "link", None)
-        offline = st is not None and st["link"] not in ("connected", "online") and st["depth"]
+        st = self.link
+        offline = st is not None and not st.online and st.depth
         r.banner = t("fault.offline", lang) if offline else ""
         if self.manager_current() == "panel":
             self._core(self._gather_panel)
@@ -576,7 +578,7 @@ class KioskApp(App):
             return
         self._ui(lambda: self._set_link(st))
 
-    def _set_link(self, st: dict[str, Any]) -> None:
+    def _set_link(self, st: LinkStatus) -> None:
         self.link = st
         self.render()
 
@@ -740,18 +742,17 @@ class KioskApp(App):
             f"{t('counter.sealed', lang)} {c.tubes_sealed} · "
             f"{t('panel.waiting', lang, n=c.waiting_pool)}"
         )
-        st = self.link or {"link": "unknown", "depth": c.outbox_pending, "alerts": {}}
-        online = st["link"] in ("connected", "online")
+        st = self.link or LinkStatus("unknown", c.outbox_pending)
+        online = st.online
         word = t("panel.online", lang) if online else t("panel.offline", lang)
         p.link_text = (
-            f"{t('panel.link', lang)}: {word} ({st['link']}) · "
-            f"{t('panel.backlog', lang, n=st['depth'])}"
+            f"{t('panel.link', lang)}: {word} ({st.link}) · {t('panel.backlog', lang, n=st.depth)}"
         )
 
         def named(kind: str) -> str:
             return t(f"alert.{kind}", lang) if f"alert.{kind}" in STRINGS else kind
 
-        alerts = [named(kind) for kind in sorted(st.get("alerts") or {})] + [
+        alerts = [named(kind) for kind in sorted(st.alerts)] + [
             f"{named(kind)} {at}" for kind, at in data["alerts"]
         ]
         if alerts:
@@ -940,11 +941,9 @@ class Running:
         notifier: Notifier | None = None,
         core_stall_s: float = CORE_STALL_S,
     ) -> None:
-        self.core = LoopThread()
-        self.kiosk = build(
-            config, hardware=hardware, post=self.core.post, speaker=speaker_for(config)
-        )
-        self.core.set_tick(self.kiosk.tick)
+        self.kiosk_core = build(config, hardware=hardware, speaker=speaker_for(config))
+        self.kiosk = self.kiosk_core.kiosk
+        self.core = self.kiosk_core.loop
         self.app = KioskApp(self.kiosk, self.core)
         self.screens = KivyUi()
         self.notifier = notifier if notifier is not None else Notifier()
@@ -966,20 +965,14 @@ class Running:
         # back: a quarter of a frame. 1 ms keeps that wait well inside a frame.
         switch = sys.getswitchinterval()
         sys.setswitchinterval(UI_SWITCH_INTERVAL_S)
-        self.core.start()
         try:
             # Devices and workers run before the first frame: a drill may start at once.
-            self.core.call(self.kiosk.start)
+            self.kiosk_core.start()
             self.app.run()
         finally:
             sys.setswitchinterval(switch)
             self.notifier.stopping()
-            try:
-                # On the core thread, so it comes after the start the app posted there.
-                self.core.call(self.kiosk.stop)
-                self.core.stop()
-            finally:
-                self.kiosk.close()
+            self.kiosk_core.stop()
 
 
 def run_with_app(

@@ -48,7 +48,7 @@ from firmware.errors import CameraError
 from firmware.hardware import build_hardware
 from kiosk_ui.core.flow import State
 from kiosk_ui.drills.issuer import Issuer, jwks
-from kiosk_ui.kiosk import Kiosk, LoopThread, build
+from kiosk_ui.kiosk import Kiosk, build
 from tests.support.config import write_config
 
 TARGET_P95_MS = 150.0
@@ -111,14 +111,13 @@ class Rig:
         self.sim = hw.sim
         self.clock = FrameClock(hw.camera)
         hw.camera = self.clock
-        self.loop = LoopThread()
-        self.kiosk: Kiosk = build(self.config, hardware=hw, post=self.loop.post)
-        self.loop.set_tick(self.kiosk.tick)
+        self.core = build(self.config, hardware=hw)
+        self.kiosk: Kiosk = self.core.kiosk
+        self.loop = self.core.loop
         self.done = threading.Event()
         self.published: dict[str, float] = {}
         self.kiosk.views.append(self._view)
-        self.loop.start()
-        self.kiosk.start()
+        self.core.start()
         self.n = 0
 
     def _view(self, view: Any) -> None:
@@ -149,8 +148,7 @@ class Rig:
         self.loop.call(self.kiosk.seal)
 
     def close(self) -> None:
-        self.kiosk.close()
-        self.loop.stop()
+        self.core.stop()
 
 
 def stats(ms: list[float]) -> tuple[float, float]:
