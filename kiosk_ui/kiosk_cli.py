@@ -97,6 +97,6 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     prepare_kivy(window=True, fullscreen=config.kiosk.fullscreen and not args.windowed)
     # Only now: Kivy configures itself from the environment on first import.
-    from kiosk_ui.screens.app import run_kiosk  # noqa: PLC0415
+    from kiosk_ui.screens.running import run_kiosk  # noqa: PLC0415
 
     return run_kiosk(config)

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import threading
 
+from firmware.config import StationConfig
 from firmware.errors import StationError
 from kiosk_ui.core.flow import State, View
 from kiosk_ui.core.i18n import Language, t
@@ -97,3 +98,8 @@ class EspeakSpeaker:
                 self.spoken.append(text)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 log.warning("speech failed: %s", exc)
+
+
+def speaker_for(config: StationConfig) -> EspeakSpeaker | None:
+    """The configured voice (``kiosk.speech``), or None."""
+    return EspeakSpeaker() if config.kiosk.speech else None

@@ -49,7 +49,7 @@ def child_main(config_path: Path) -> int:
     from firmware.config import load_config  # noqa: PLC0415
     from firmware.hardware import build_hardware  # noqa: PLC0415
     from firmware.systemd import Notifier  # noqa: PLC0415
-    from kiosk_ui.screens.app import Running, serve  # noqa: PLC0415
+    from kiosk_ui.screens.running import Running, serve  # noqa: PLC0415
 
     config = load_config(config_path)
     running = Running(config, build_hardware(config), core_stall_s=CORE_STALL_S)

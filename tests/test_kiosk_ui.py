@@ -95,7 +95,7 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
     from firmware.hardware import build_hardware  # noqa: PLC0415
     from firmware.thermometer import DEFAULT_ADDRESS  # noqa: PLC0415
     from kiosk_ui.core.flow import State  # noqa: PLC0415
-    from kiosk_ui.screens.app import Running  # noqa: PLC0415
+    from kiosk_ui.screens.running import Running  # noqa: PLC0415
 
     config = load_config(config_path)
     hw = build_hardware(config)

@@ -754,7 +754,7 @@ def _run_kiosk(
     if args.window or args.screenshots is not None:
         prepare_kivy(window=args.window)
         # Kivy reads its settings from the environment when first imported: only now.
-        from kiosk_ui.screens.app import run_with_app  # noqa: PLC0415
+        from kiosk_ui.screens.running import run_with_app  # noqa: PLC0415
 
         return run_with_app(
             config,

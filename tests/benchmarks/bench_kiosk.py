@@ -372,7 +372,7 @@ def ui_gap_child(directory: Path, mode: str) -> None:
     from kiosk_ui.kiosk_cli import prepare_kivy  # noqa: PLC0415
 
     prepare_kivy(window=False)
-    from kiosk_ui.screens.app import Running  # noqa: PLC0415
+    from kiosk_ui.screens.running import Running  # noqa: PLC0415
 
     issuer = Issuer.generate("ES256")
     path = write_config(
@@ -411,7 +411,7 @@ def ui_gap_child(directory: Path, mode: str) -> None:
             if not ready.wait(60):
                 raise RuntimeError("the kiosk never became ready")
             time.sleep(0.5)
-            ui.call(lambda: app.measure_frame_gaps(True))
+            ui.call(running.frames.start)
             core.call(lambda: kiosk.scan("TB2026112300001"))
             for n in range(30):
                 if n and n % 10 == 0:
@@ -428,7 +428,8 @@ def ui_gap_child(directory: Path, mode: str) -> None:
                 else:
                     sim.camera.show(codes[n])
                 decided.wait(10)
-            gaps = sorted(ui.call(lambda: list(app.frame_gaps_s)))
+            ui.call(running.frames.stop)
+            gaps = sorted(running.frames.gaps_s)
             result["max_gap_ms"] = gaps[-1] * 1000
             result["p99_gap_ms"] = gaps[int(len(gaps) * 0.99)] * 1000
             result["over_one"] = sum(g * 1000 > FRAME_60FPS_MS for g in gaps)
