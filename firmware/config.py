@@ -154,6 +154,14 @@ class ThermometerSection(_Section):
     retries: int = Field(3, ge=0, le=10)
 
 
+class RtcSection(_Section):
+    """A DS3231 real-time clock on I2C, when the station has one."""
+
+    fitted: bool = False
+    bus: int = Field(1, ge=0)
+    address: int = Field(0x68, ge=0x03, le=0x77)
+
+
 I2C_PINS = (2, 3)
 
 
@@ -195,6 +203,7 @@ class HardwareSection(_Section):
     thermometer: ThermometerSection = ThermometerSection()
     lights: LightsSection = LightsSection()
     scanner: ScannerSection = ScannerSection()
+    rtc: RtcSection = RtcSection()
 
 
 class KioskSection(_Section):

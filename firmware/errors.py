@@ -33,6 +33,10 @@ class CameraError(DeviceError):
     """The camera stopped delivering frames or could not be opened."""
 
 
+class ClockError(DeviceError):
+    """The real-time clock did not answer, or its registers hold what no clock holds."""
+
+
 class PinMapError(ConfigError):
     """A pin map reuses a pin or names one the board does not have."""
 

@@ -10,7 +10,8 @@ Stable interface:
   ``hardware.sim``. A device that cannot be opened on ``"pi"`` raises a DeviceError that says
   what is missing; there is never a fallback from real to simulated devices.
 - ``build_camera``, ``build_thermometer``, ``build_lights``, ``build_scanner`` -- the same,
-  one device at a time, for a caller that goes on with what still works (the self-test).
+  one device at a time, for a caller that goes on with what still works (the self-test);
+  ``build_rtc`` the DS3231 real-time clock of ``[hardware.rtc]`` (the self-test reads it).
 - :meth:`Hardware.decode_worker` -- a :class:`~firmware.qr.DecodeWorker` on the camera with
   the configured engine and repeat suppression. A camera that stops delivering frames is
   kept in ``hardware.faults`` until it recovers and reported to ``on_fault``; what the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +33,13 @@ from smbus2 import SMBus
 
 from firmware.camera import FrameSource, OpenCVSource, Picamera2Source, SimCamera
 from firmware.config import HardwareSection, StationConfig
-from firmware.errors import CameraError, DeviceError, LightsError, SensorError
+from firmware.errors import CameraError, ClockError, DeviceError, LightsError, SensorError
 from firmware.lights import LaneLights
 from firmware.qr import DecodeWorker, PayloadSink, QrEngine, make_engine
+from firmware.rtc import DS3231
+from firmware.rtc_sim import FakeDS3231
 from firmware.scanner import BarcodeScanner, EvdevScanner, SimScanner
-from firmware.sim import SimThermometer
+from firmware.sim import FakeSMBus, SimThermometer
 from firmware.thermometer import MLX90614, Thermometer
 
 log = logging.getLogger(__name__)
@@ -128,18 +132,7 @@ def build_thermometer(hw: HardwareSection) -> Thermometer:
             stable_spread_c=t.stable_spread_c,
             retries=t.retries,
         )
-    dev = Path(f"/dev/i2c-{t.bus}")
-    try:
-        bus = SMBus(t.bus)
-    except FileNotFoundError:
-        raise SensorError(
-            f"no I2C bus {dev}: enable it with dtparam=i2c_arm=on in /boot/firmware/config.txt "
-            "(firmware/boot/config.txt) and reboot, or fix hardware.thermometer.bus"
-        ) from None
-    except PermissionError:
-        raise SensorError(
-            f"no permission to open {dev}: the station's user must be in the i2c group"
-        ) from None
+    bus = _open_bus(t.bus, "thermometer", SensorError)
     return Thermometer(
         MLX90614(bus, t.address, retries=t.retries),
         calibration_offset_c=t.calibration_offset_c,
@@ -147,6 +140,31 @@ def build_thermometer(hw: HardwareSection) -> Thermometer:
         stable_window=t.stable_window,
         stable_spread_c=t.stable_spread_c,
     )
+
+
+def _open_bus(bus: int, device: str, error: type[DeviceError]) -> SMBus:
+    dev = Path(f"/dev/i2c-{bus}")
+    try:
+        return SMBus(bus)
+    except FileNotFoundError:
+        raise error(
+            f"no I2C bus {dev}: enable it with dtparam=i2c_arm=on in /boot/firmware/config.txt "
+            f"(firmware/boot/config.txt) and reboot, or fix hardware.{device}.bus"
+        ) from None
+    except PermissionError:
+        raise error(
+            f"no permission to open {dev}: the station's user must be in the i2c group"
+        ) from None
+
+
+def build_rtc(hw: HardwareSection) -> DS3231:
+    """The DS3231 of ``[hardware.rtc]``; on ``"sim"`` a simulated one that runs and shows
+    the system's time, as a fitted clock with a good coin cell does."""
+    r = hw.rtc
+    if hw.backend == "sim":
+        chip = FakeDS3231(datetime.now(UTC), running=True)
+        return DS3231(FakeSMBus({r.address: chip}), r.address)
+    return DS3231(_open_bus(r.bus, "rtc", ClockError), r.address)
 
 
 def lgpio_pin_factory() -> Any:

@@ -29,17 +29,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from firmware.camera import SimCamera
-from firmware.config import BrokerSection, StationConfig
+from firmware.config import BrokerSection, HardwareSection, StationConfig
 from firmware.errors import DeviceError, StationError
 from firmware.hardware import (
     build_camera,
     build_lights,
+    build_rtc,
     build_scanner,
     build_thermometer,
     mock_pin_factory,
 )
 from firmware.lights import OUTPUTS, STATES
 from firmware.qr import make_engine
+from firmware.rtc import DS3231
 from firmware.scanner import SimScanner
 from hardware_tests.testcard import TEST_BARCODE, TEST_CARD_TEXT
 
@@ -140,6 +142,7 @@ class SelfTest:
     pin_factory: Any = None
     clock_probe: Callable[[], ClockStatus] = probe_clock
     on_pi: Callable[[], bool] = is_raspberry_pi
+    rtc_factory: Callable[[HardwareSection], DS3231] = build_rtc
     timeout_s: float = 5.0
     results: list[Check] = field(default_factory=list)
 
@@ -155,6 +158,7 @@ class SelfTest:
             self.check_lights,
             self.check_scanner,
             self.check_storage,
+            self.check_rtc,
             self.check_clock,
             self.check_broker,
         ):
@@ -431,6 +435,40 @@ class SelfTest:
         return [Check("storage", "pass", f"{directory} writable, {free_mb} MB free")]
 
     # -- clock -----------------------------------------------------------------------------
+
+    def check_rtc(self) -> list[Check]:
+        """The DS3231: present (answers), valid (ran all along, a possible time) or its
+        oscillator stopped; and how far the system clock is from it."""
+        r = self.config.hardware.rtc
+        if not r.fitted:
+            return [Check("rtc", "skip", "none fitted (hardware.rtc.fitted = false)")]
+        absent = self._no_hardware()
+        if absent:
+            return [Check("rtc", "skip", absent)]
+        where = f"DS3231 at 0x{r.address:02X} on I2C bus {r.bus}"
+        try:
+            rtc = self.rtc_factory(self.config.hardware)
+        except DeviceError as exc:
+            return [Check("rtc", "fail", f"absent: {exc}")]
+        try:
+            state = rtc.state()
+        except DeviceError as exc:
+            return [Check("rtc", "fail", f"absent: {exc}")]
+        finally:
+            closer = getattr(rtc.bus, "close", None)
+            if callable(closer):
+                closer()
+        if not state.valid or state.time is None:
+            return [Check("rtc", "fail", f"{where}: present, {state.describe()}")]
+        apart = state.time.timestamp() - time.time()
+        return [
+            Check(
+                "rtc",
+                "pass",
+                f"{where}: present, {state.describe()}; the system clock is "
+                f"{abs(apart):.0f} s {'behind' if apart > 0 else 'ahead of'} it",
+            )
+        ]
 
     def check_clock(self) -> list[Check]:
         status = self.clock_probe()

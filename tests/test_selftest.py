@@ -18,6 +18,9 @@ from gpiozero.pins.mock import MockFactory, MockPin
 from firmware.config import load_config
 from firmware.lights import STATES
 from firmware.qr import decode_image_file
+from firmware.rtc import DS3231
+from firmware.rtc_sim import FakeDS3231
+from firmware.sim import FakeSMBus
 from hardware_tests.selftest import (
     Check,
     ClockStatus,
@@ -58,11 +61,13 @@ def test_selftest_passes_on_the_simulated_backend(tmp_path: Path, broker: Broker
         "lights",
         "scanner",
         "storage",
+        "rtc",
         "clock",
         "broker",
     ]
     # The clock is the machine's: synchronised or not, it is never a simulated device.
     assert statuses.pop("clock") in ("pass", "skip")
+    assert statuses.pop("rtc") == "skip"  # none fitted unless the configuration says so
     assert set(statuses.values()) == {"pass"}, report
     assert report["ok"] is True
     assert code == 0
@@ -165,6 +170,8 @@ def test_pi_backend_off_a_pi_skips_device_checks_with_a_reason(tmp_path: Path) -
     for name in ("thermometer", "camera", "test card", "lights", "scanner"):
         assert results[name].status == "skip"
         assert "not a Raspberry Pi" in results[name].detail
+    assert results["rtc"].status == "skip"
+    assert results["rtc"].detail == "none fitted (hardware.rtc.fitted = false)"
 
 
 def test_pi_backend_on_a_pi_with_parts_missing_fails_each_with_its_reason(tmp_path: Path) -> None:
@@ -179,6 +186,56 @@ def test_pi_backend_on_a_pi_with_parts_missing_fails_each_with_its_reason(tmp_pa
     assert results["lights"].status == "pass"  # goes on with what still works
     assert results["scanner"].status == "skip"
     assert "--interactive" in results["scanner"].detail
+
+
+def rtc_check(tmp_path: Path, chip: FakeDS3231 | None, **rtc: Any) -> Check:
+    """The rtc check of a station with ``[hardware.rtc]`` ``rtc``, reading ``chip``."""
+    config = load_config(write_config(tmp_path, {"hardware": {"rtc": rtc}}))
+    if chip is None:
+        st = SelfTest(config)
+    else:
+        st = SelfTest(config, rtc_factory=lambda hw: DS3231(FakeSMBus({0x68: chip}), 0x68))
+    [check] = st.check_rtc()
+    assert check.name == "rtc"
+    return check
+
+
+def test_rtc_check_reports_present_valid_and_how_far_the_system_clock_is(tmp_path: Path) -> None:
+    check = rtc_check(tmp_path, None, fitted=True)  # the simulated chip shows the system time
+    assert check.status == "pass", check
+    assert check.detail.startswith("DS3231 at 0x68 on I2C bus 1: present, valid: 20")
+    assert "the system clock is 0 s" in check.detail or "the system clock is 1 s" in check.detail
+
+
+def test_rtc_check_fails_when_the_oscillator_stopped(tmp_path: Path) -> None:
+    chip = FakeDS3231(dt.datetime.now(dt.UTC), running=True)
+    chip.stop()
+    check = rtc_check(tmp_path, chip, fitted=True)
+    assert check.status == "fail"
+    assert "present, oscillator stopped (OSF set): shows 2000-01-01 00:00:00 UTC" in check.detail
+    assert "check the coin cell" in check.detail
+
+
+def test_rtc_check_fails_on_a_time_before_any_station_and_on_garbage(tmp_path: Path) -> None:
+    chip = FakeDS3231(dt.datetime(2019, 5, 1, tzinfo=dt.UTC), running=True)
+    assert "before any station ran" in rtc_check(tmp_path, chip, fitted=True).detail
+    chip.inject("garbage")
+    check = rtc_check(tmp_path, chip, fitted=True)
+    assert check.status == "fail"
+    assert "registers hold no time (register 0x00 (seconds) holds 0xFF" in check.detail
+
+
+def test_rtc_check_fails_when_nothing_answers(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, {"hardware": {"rtc": {"fitted": True}}}))
+    st = SelfTest(config, rtc_factory=lambda hw: DS3231(FakeSMBus({}), 0x68, retry_delay_s=0))
+    [check] = st.check_rtc()
+    assert check.status == "fail"
+    assert check.detail.startswith("absent: real-time clock at I2C address 0x68")
+    pi = load_config(
+        write_config(tmp_path, {"hardware": {"backend": "pi", "rtc": {"fitted": True, "bus": 97}}})
+    )
+    [check] = SelfTest(pi, on_pi=lambda: True).check_rtc()
+    assert check.status == "fail" and "no I2C bus /dev/i2c-97" in check.detail
 
 
 def test_interactive_lights_fail_when_the_technician_does_not_see_one(tmp_path: Path) -> None:
@@ -315,7 +372,7 @@ def test_the_technicians_guide_explains_every_check_and_light_state(tmp_path: Pa
     guide = (Path(__file__).resolve().parents[1] / "docs" / "hardware.md").read_text()
     config = load_config(write_config(tmp_path))
     names = [c.name for c in SelfTest(config, clock_probe=lambda: SYNCED).run()]
-    assert len(names) == 9
+    assert len(names) == 10
     for name in names:
         assert f"| `{name}` |" in guide, name
     for state in STATES:
