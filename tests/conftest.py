@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.mosquitto import Broker, running_broker
+from tests.support.postgres import pg_cluster, pg_url  # noqa: F401 - fixtures for every module
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
