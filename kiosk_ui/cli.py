@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kiosk": ("kiosk_ui.kiosk_cli", "the full-screen touch kiosk for residents and samplers"),
     "simulate": ("kiosk_ui.drills.simulate", "run a drill (scenario) on simulated hardware"),
     "agent": ("edge_agent.cli", "deliver the outbox to the township broker; `status` shows it"),
-    "gateway": ("edge_agent.gateway_cli", "reference gateway consumer: store events, send acks"),
+    "gateway": ("edge_agent.gateway.cli", "township gateway: store events, send acks; `status`"),
     "provision": ("provisioning.cli", "set up, update and roll back stations over SSH"),
 }
 

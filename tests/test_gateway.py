@@ -1,8 +1,8 @@
-"""The reference gateway consumer: dedupe by id, gaps in seq, acks, shared subscriptions."""
+"""The gateway consumer with a real broker, on both stores: shared subscriptions, acks only for
+what is committed, the station list, the `station gateway` process."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import subprocess
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import commands, gateway_cli
 from edge_agent.gateway import open_store
 from tests.support.edge import (
     ROOT,
@@ -25,60 +24,16 @@ from tests.support.edge import (
     undelivered,
     wait_until,
 )
+from tests.support.gateway_events import event_bytes, topic
 from tests.support.gateway_recorder import Recorder, audit
 from tests.support.mosquitto import Broker
 
-TOPIC = "sampling/T01/K03/events"
 
-
-def _event(seq: int, ev_id: str | None = None, source: str = "urn:sampling:T01:K03") -> bytes:
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": ev_id or f"id-{seq}",
-            "source": source,
-            "type": "sampling.tube.member_added",
-            "time": "2026-11-23T08:00:00.000Z",
-            "seq": seq,
-            "data": {"tube": "T1", "resident": f"r{seq}", "position": 1},
-        }
-    ).encode()
-
-
-def test_store_waits_for_gaps_and_drops_repeats(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "gw.db")
-    advanced, stored, repeats = store.store(
-        [(TOPIC, _event(1)), (TOPIC, _event(2)), (TOPIC, _event(4)), (TOPIC, _event(5))]
-    )
-    assert (stored, repeats) == (4, 0)
-    assert advanced == {("T01", "K03"): 2}  # 3 is missing: the ack stops before the gap
-    assert store.waiting() == {("T01", "K03"): 2}
-    advanced, stored, repeats = store.store([(TOPIC, _event(2)), (TOPIC, _event(3))])
-    assert (stored, repeats) == (1, 1)
-    assert advanced == {("T01", "K03"): 5}
-    assert store.waiting() == {}
-    # A repeat alone still re-announces the station's ack (the last one may have been lost).
-    advanced, stored, repeats = store.store([(TOPIC, _event(5))])
-    assert (advanced, stored, repeats) == ({("T01", "K03"): 5}, 0, 1)
-    n = store.db.conn.execute("SELECT count(*) FROM events").fetchone()[0]
-    assert n == 5
-
-
-def test_store_rejects_malformed_and_mismatched_messages(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "gw.db")
-    batch = [
-        (TOPIC, b"{not json"),
-        (TOPIC, json.dumps([1, 2]).encode()),
-        (TOPIC, _event(0)),
-        (TOPIC, _event(1, source="urn:sampling:T01:K99")),  # a station speaking for another
-        ("sampling/T01/K03/status", _event(1)),
-        (TOPIC, _event(1, ev_id="a")),
-        (TOPIC, _event(1, ev_id="b")),  # same seq, another id: first kept, logged
-    ]
-    advanced, stored, repeats = store.store(batch)
-    assert (stored, repeats) == (1, 1)
-    assert advanced == {("T01", "K03"): 1}
-    assert store.db.conn.execute("SELECT id FROM events").fetchall() == [("a",)]
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "gateway.db")
+    return str(request.getfixturevalue("pg_url"))
 
 
 @pytest.mark.timeout(60)
@@ -108,15 +63,14 @@ def test_two_consumers_on_a_shared_subscription_see_each_event_once(
 
 
 @pytest.mark.timeout(60)
-def test_two_reference_gateways_share_the_load_and_ack_everything(
-    tmp_path: Path, broker: Broker
+def test_two_gateways_share_the_load_and_ack_everything(
+    tmp_path: Path, broker: Broker, target: str
 ) -> None:
     _, config = station_config(tmp_path, broker.url, end_to_end_ack=True)
     db = station_db(config)
-    gw_db = tmp_path / "gateway.db"
     with (
-        gateway_thread(broker.port, gw_db, "gw-a") as ga,
-        gateway_thread(broker.port, gw_db, "gw-b") as gb,
+        gateway_thread(broker.port, target, "gw-a") as ga,
+        gateway_thread(broker.port, target, "gw-b") as gb,
         agent_thread(config) as agent,
     ):
         produce(db, config.source, 300, per_transaction=10)
@@ -124,26 +78,74 @@ def test_two_reference_gateways_share_the_load_and_ack_everything(
         assert agent.acked_through == 300
         assert ga.stats.stored > 0 and gb.stats.stored > 0
         assert ga.stats.stored + gb.stats.stored == 300
-    stored = gateway_events(gw_db)
+    stored = gateway_events(target)
     assert [e["seq"] for e in stored] == list(range(1, 301))
     assert audit(all_events(db), stored).ok
 
 
-def test_docs_name_every_command_and_gateway_option() -> None:
-    text = (Path(__file__).resolve().parents[1] / "docs" / "edge-agent.md").read_text()
-    for name in commands.COMMANDS:
-        assert f"`{name}`" in text, name
-    parser = argparse.ArgumentParser()
-    gateway_cli.configure(parser)
-    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
-    missing = [o for o in options if o != "--help" and f"`{o}`" not in text]
-    assert missing == []
+@pytest.mark.timeout(60)
+def test_acks_say_only_what_is_committed(tmp_path: Path, broker: Broker, target: str) -> None:
+    with (
+        Recorder(broker.port, ["sampling/+/+/acks"], client_id="acks", persistent=False) as acks,
+        gateway_thread(broker.port, target) as gw,
+        Recorder(broker.port, [], client_id="k03", persistent=False) as station,
+    ):
+        for seq in (1, 2, 4, 5):
+            station.client.publish(topic(), event_bytes(seq), qos=1).wait_for_publish(5)
+        wait_until(lambda: gw.stats.stored == 4, 10, "four stored")
+        acks.wait_for(lambda r: bool(r.on("acks")), 5, "an ack")
+        # seq 3 is missing: the ack stops before the gap, however often it is said.
+        assert {m.json()["through"] for m in acks.on("acks")} == {2}
+        station.client.publish(topic(), event_bytes(3), qos=1).wait_for_publish(5)
+        acks.wait_for(lambda r: r.on("acks")[-1].json() == {"through": 5}, 5, "through 5")
+        with open_store(target) as store:
+            for m in acks.on("acks"):
+                through = m.json()["through"]
+                rows = store.query(
+                    "SELECT count(*) FROM events WHERE station = %s AND seq <= %s",
+                    ("K03", through),
+                )
+                assert rows == [(through,)]  # every acknowledged seq is in the database
+    # Retained: a station that connects later reads where it stands.
+    with Recorder(broker.port, ["sampling/T01/K03/acks"], client_id="late", persistent=False) as r:
+        r.wait_for(lambda x: bool(x.on("acks")), 5, "the retained ack")
+        assert r.on("acks")[0].retain and r.on("acks")[0].json() == {"through": 5}
 
 
 @pytest.mark.timeout(60)
-def test_station_gateway_process_stores_and_acks(tmp_path: Path, broker: Broker) -> None:
-    gw_db = tmp_path / "gateway.db"
+def test_status_and_telemetry_fill_the_station_list(
+    tmp_path: Path, broker: Broker, target: str
+) -> None:
+    with Recorder(broker.port, [], client_id="k03", persistent=False) as k03:
+        # Published before any gateway runs: the retained status still reaches it.
+        k03.client.publish(
+            topic(kind="status"), json.dumps({"state": "online", "release": "r12"}), 1, True
+        ).wait_for_publish(5)
+        with gateway_thread(broker.port, target) as gw:
+            wait_until(lambda: gw.stats.station_messages >= 1, 10, "the retained status")
+            k03.client.publish(
+                topic(kind="telemetry"), json.dumps({"outbox_depth": 3, "alerts": {}}), 0
+            ).wait_for_publish(5)
+            wait_until(lambda: gw.stats.station_messages >= 2, 10, "the telemetry")
+            k03.client.publish(
+                topic(station="K04", kind="status"), json.dumps({"state": "offline"}), 1, True
+            ).wait_for_publish(5)
+            wait_until(lambda: gw.stats.station_messages >= 3, 10, "K04's status")
+    with open_store(target) as store:
+        rows = store.query(
+            "SELECT station, online, release, telemetry FROM stations ORDER BY station"
+        )
+    assert [(s, o, r) for s, o, r, _ in rows] == [("K03", 1, "r12"), ("K04", 0, None)]
+    assert json.loads(rows[0][3]) == {"outbox_depth": 3, "alerts": {}}
+
+
+@pytest.mark.timeout(90)
+def test_station_gateway_process_stores_and_acks(
+    tmp_path: Path, broker: Broker, target: str
+) -> None:
     log = tmp_path / "gateway.log"
+    stations = tmp_path / "stations.txt"
+    stations.write_text("# the township's tents\nT01/K03\n")
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
@@ -156,9 +158,11 @@ def test_station_gateway_process_stores_and_acks(tmp_path: Path, broker: Broker)
                 broker.url,
                 "--allow-plaintext",
                 "--db",
-                str(gw_db),
+                target,
                 "--client-id",
                 "gw-proc",
+                "--stations",
+                str(stations),
             ],
             cwd=ROOT,
             stdout=out,
@@ -172,21 +176,52 @@ def test_station_gateway_process_stores_and_acks(tmp_path: Path, broker: Broker)
         with agent_thread(config) as agent:
             wait_until(lambda: undelivered(db) == 0, 30, "acknowledged by `station gateway`")
             assert agent.acked_through == 120
+        # The agent said goodbye when it stopped.
+        wait_until(lambda: _online(target) is False, 10, "K03 offline in the station list")
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(15)
     assert rc == 0, log.read_text()
-    assert [e["seq"] for e in gateway_events(gw_db)] == list(range(1, 121))
+    assert [e["seq"] for e in gateway_events(target)] == list(range(1, 121))
+    status = subprocess.run(
+        [sys.executable, "-m", "kiosk_ui.cli", "gateway", "status", "--db", target, "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    (k03,) = json.loads(status.stdout)
+    assert (k03["station"], k03["through"], k03["waiting"], k03["online"]) == (
+        "K03",
+        120,
+        0,
+        False,
+    )
 
 
-def test_station_gateway_refuses_a_bad_url_and_clear_text() -> None:
+def _online(target: str) -> bool | None:
+    with open_store(target) as store:
+        states = store.station_states()
+    return states[0].online if states else None
+
+
+def test_station_gateway_refuses_bad_arguments(tmp_path: Path) -> None:
+    bad_list = tmp_path / "stations.txt"
+    bad_list.write_text("T01/K03\nK04\n")
     for args, why in (
         (["--broker", "http://x", "--db", "x.db"], "must look like mqtts://host:port"),
         (["--broker", "mqtt://127.0.0.1:1883", "--db", "x.db"], "without TLS"),
+        (["--broker", "mqtts://127.0.0.1:1883"], "--db"),
+        (
+            ["--broker", "mqtts://h:1", "--db", "x.db", "--stations", str(bad_list)],
+            "'K04' is not township/station",
+        ),
     ):
         out = subprocess.run(
             [sys.executable, "-m", "kiosk_ui.cli", "gateway", *args],
-            cwd=ROOT,
+            cwd=tmp_path,
+            env={"PYTHONPATH": str(ROOT)},
             capture_output=True,
             text=True,
             timeout=30,

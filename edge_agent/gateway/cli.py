@@ -1,24 +1,55 @@
-"""`station gateway`: the reference gateway consumer (see docs/edge-agent.md)."""
+"""`station gateway`: run the gateway consumer, or one of its actions (see docs/gateway.md).
+
+``station gateway --broker ... --db ...`` runs the consumer; ``station gateway status`` (and
+the other actions in ``ACTIONS``) are subcommands, each a module with ``configure(parser)``
+and ``run(args) -> int``, imported only when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import signal
 import socket
 from pathlib import Path
 from types import FrameType
+from typing import Protocol, cast
 
-from edge_agent.gateway import Gateway, open_store
-from edge_agent.link import LinkSettings
+from edge_agent.gateway.consumer import Gateway, subscriptions
+from edge_agent.gateway.intake import Intake
+from edge_agent.gateway.store import open_store
+from edge_agent.link import LinkSettings, check_transport
 from firmware.errors import ConfigError
+
+# action -> (module, one-line help)
+ACTIONS: dict[str, tuple[str, str]] = {
+    "status": ("edge_agent.gateway.status", "per station: acknowledged through, gaps, online"),
+}
+
+
+class _Action(Protocol):
+    def configure(self, parser: argparse.ArgumentParser) -> None: ...
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def _load(name: str) -> _Action:
+    return cast(_Action, importlib.import_module(ACTIONS[name][0]))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", required=True, help="mqtts://host:port (or mqtt://)")
-    parser.add_argument("--db", type=Path, required=True, help="the consumer's SQLite file")
+    parser.add_argument("--broker", help="mqtts://host:port (or mqtt://); required to run")
+    parser.add_argument(
+        "--db",
+        help="the store: a SQLite file (or sqlite:///path) or a postgresql:// URL; required",
+    )
     parser.add_argument("--group", default="gateway", help="shared subscription group")
     parser.add_argument("--client-id", default=f"gateway-{socket.gethostname()}")
+    parser.add_argument(
+        "--stations",
+        type=Path,
+        help="the township's stations, one township/station per line; others are rejected",
+    )
     parser.add_argument("--ca-file", type=Path)
     parser.add_argument("--cert-file", type=Path)
     parser.add_argument("--key-file", type=Path)
@@ -28,10 +59,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-plaintext", action="store_true", help="accept mqtt:// (development only)"
     )
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    for name, (_module, help_text) in ACTIONS.items():
+        _load(name).configure(sub.add_parser(name, help=help_text, description=help_text))
 
 
 def settings_from_args(args: argparse.Namespace) -> LinkSettings:
-    m = re.fullmatch(r"(mqtts?)://([^/:\s]+)(?::(\d{1,5}))?/?", args.broker)
+    m = re.fullmatch(r"(mqtts?)://([^/:\s]+)(?::(\d{1,5}))?/?", args.broker or "")
     if m is None:
         raise ConfigError("--broker", ["must look like mqtts://host:port or mqtt://host:port"])
     tls = m.group(1) == "mqtts"
@@ -48,17 +82,50 @@ def settings_from_args(args: argparse.Namespace) -> LinkSettings:
         username=args.username,
         password_file=args.password_file,
         keepalive_s=args.keepalive,
-        subscriptions=((f"$share/{args.group}/sampling/+/+/events", 1),),
+        subscriptions=subscriptions(args.group),
     )
 
 
+def read_stations(path: Path) -> frozenset[tuple[str, str]]:
+    """A stations file: ``township/station`` per line; blank lines and ``#`` comments skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("--stations", [f"cannot read {path}: {exc}"]) from exc
+    found: set[tuple[str, str]] = set()
+    problems: list[str] = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9_-]{1,64})/([A-Za-z0-9_-]{1,64})", line)
+        if m is None:
+            problems.append(f"{path}:{n}: {line!r} is not township/station")
+        else:
+            found.add((m.group(1), m.group(2)))
+    if problems:
+        raise ConfigError("--stations", problems)
+    return frozenset(found)
+
+
 def run(args: argparse.Namespace) -> int:
-    gateway = Gateway(open_store(args.db), settings_from_args(args))
+    if args.action is not None:
+        return _load(args.action).run(args)
+    if not args.db:
+        raise ConfigError("--db", ["a SQLite file or a postgresql:// URL is required"])
+    settings = settings_from_args(args)
+    check_transport(settings)
+    intake = Intake(read_stations(args.stations) if args.stations else None)
+    store = open_store(args.db)
+    try:
+        gateway = Gateway(store, settings, intake=intake)
 
-    def _stop(_signum: int, _frame: FrameType | None) -> None:
-        gateway.request_stop()
+        def _stop(_signum: int, _frame: FrameType | None) -> None:
+            gateway.request_stop()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    gateway.run()
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        gateway.run()
+    finally:
+        store.close()
     return 0

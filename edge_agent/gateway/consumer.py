@@ -1,13 +1,21 @@
-"""The reference gateway consumer: store every station's events once, in order, and ack them.
+"""The gateway consumer: store every station's events once, in order, and acknowledge them.
 
-A small, complete starting point for township IT (``station gateway``):
-
-- subscribes to ``$share/{group}/sampling/+/+/events``, so several instances split the load
-  (they share one database file, which is what lets them agree on what is stored);
-- stores each event durably in its own SQLite file and drops repeats by ``id``;
-- keeps events that arrive after a gap in ``seq`` and waits for the gap to be filled;
-- publishes, retained, ``{"through": N}`` on ``sampling/{township}/{station}/acks`` for the
-  contiguous prefix it has stored, which is what lets a station forget an event.
+- It subscribes to ``$share/{group}/sampling/+/+/events`` and ``.../telemetry``, so several
+  instances split the load; and to ``sampling/+/+/status`` plainly, so every instance gets
+  each station's retained status when it connects (a shared subscription gets no retained
+  messages) and the station list is right from the first minute. Writing a status twice is
+  harmless: the newer one wins.
+- Each message is checked (``intake``): a rejection is logged and counted by reason, never
+  stored and never acknowledged.
+- What arrives within a few milliseconds is stored as one batch in one transaction. Only
+  after the commit does it publish, retained, ``{"through": N}`` on
+  ``sampling/{township}/{station}/acks``: the contiguous prefix stored, which lets a station
+  forget an event. A repeat or a conflicting seq touches its station too, so a lost ack is
+  said again.
+- When the store cannot commit (the database is away, its disk is full) the batch is held and
+  tried again with a backoff, nothing new is acknowledged, and what arrives meanwhile waits
+  with it (up to ``MAX_HELD`` events; beyond that they are dropped unacknowledged, so their
+  stations send them again after their ack timeout).
 
 The broker's PUBACK to this consumer goes out when the message is handed over, before it is
 stored; a consumer that dies in between loses nothing, because the station sends again
@@ -16,20 +24,18 @@ whatever the ``acks`` topic does not cover after its ``ack_timeout_s``.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
 
-import sqlite_utils
-
-from edge_agent.db import migrate, open_db, write_transaction
 from edge_agent.errors import StorageError
+from edge_agent.gateway.intake import Event, Intake, Rejected, split_topic
+from edge_agent.gateway.store import GatewayStore, Kind, StationKey, StoreResult
 from edge_agent.link import (
     Connected,
     ConnectFailed,
@@ -43,175 +49,70 @@ from edge_agent.link import (
 
 log = logging.getLogger(__name__)
 
-COMPONENT = "gateway"
 BATCH_WAIT_S = 0.02
 BATCH_MAX = 500
-MIGRATIONS = [
-    """
-    CREATE TABLE events (
-        id TEXT PRIMARY KEY,
-        township TEXT NOT NULL,
-        station TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        type TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        received_at REAL NOT NULL,
-        UNIQUE (township, station, seq)
-    );
-    CREATE TABLE progress (
-        township TEXT NOT NULL,
-        station TEXT NOT NULL,
-        through INTEGER NOT NULL,
-        PRIMARY KEY (township, station)
-    );
-    """,
-]
+MAX_HELD = 100_000
+RETRY_S = (0.5, 5.0)
 
 
-def install(db: sqlite_utils.Database) -> None:
-    migrate(db, COMPONENT, MIGRATIONS)
+def subscriptions(group: str) -> tuple[tuple[str, int], ...]:
+    """What a gateway instance subscribes to (see the module's docstring for why)."""
+    return (
+        (f"$share/{group}/sampling/+/+/events", 1),
+        (f"$share/{group}/sampling/+/+/telemetry", 0),
+        ("sampling/+/+/status", 1),
+    )
 
 
 @dataclass
 class GatewayStats:
     stored: int = 0
     repeats: int = 0
-    rejected: int = 0
     acks: int = 0
+    station_messages: int = 0
+    rejected: collections.Counter[str] = field(default_factory=collections.Counter)
+    storage_failures: int = 0
+    dropped_while_waiting: int = 0
 
 
-def _parse(topic: str, payload: bytes) -> tuple[str, str, dict[str, Any]]:
-    parts = topic.split("/")
-    if len(parts) != 4 or parts[0] != "sampling" or parts[3] != "events":
-        raise ValueError(f"not an events topic: {topic}")
-    township, station = parts[1], parts[2]
-    event = json.loads(payload)
-    if not isinstance(event, dict):
-        raise ValueError("not a JSON object")
-    seq, ev_id = event.get("seq"), event.get("id")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-        raise ValueError(f"bad seq {seq!r}")
-    if not isinstance(ev_id, str) or not ev_id:
-        raise ValueError(f"bad id {ev_id!r}")
-    if event.get("source") != f"urn:sampling:{township}:{station}":
-        raise ValueError(f"source {event.get('source')!r} does not match the topic {topic}")
-    return township, station, event
+@dataclass
+class _Held:
+    """What waits for the store: accepted events and station messages, in arrival order."""
 
+    events: list[Event] = field(default_factory=list)
+    stations: list[tuple[str, str, Kind, dict[str, object], float]] = field(default_factory=list)
+    failures: int = 0
+    retry_at: float = 0.0
 
-class GatewayStore:
-    """The consumer's database: events by id, and each station's contiguous stored prefix."""
-
-    def __init__(self, db: sqlite_utils.Database) -> None:
-        self.db = db
-        install(db)
-
-    def store(self, batch: list[tuple[str, bytes]]) -> tuple[dict[tuple[str, str], int], int, int]:
-        """Store a batch; returns ('through' per station touched, stored, repeats).
-
-        Malformed messages are logged and skipped.
-        """
-        stored = repeats = 0
-        touched: set[tuple[str, str]] = set()
-        now = time.time()
-        with write_transaction(self.db) as conn:
-            for topic, payload in batch:
-                try:
-                    township, station, event = _parse(topic, payload)
-                except (ValueError, UnicodeDecodeError) as exc:
-                    log.error("rejected a message on %s: %s", topic, exc)
-                    continue
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO events(id, township, station, seq, type, payload, "
-                    "received_at) VALUES (?,?,?,?,?,?,?)",
-                    (
-                        event["id"],
-                        township,
-                        station,
-                        event["seq"],
-                        str(event.get("type")),
-                        payload.decode(),
-                        now,
-                    ),
-                )
-                # A repeat touches its station too: its ack may have been lost, so say it again.
-                touched.add((township, station))
-                if cur.rowcount:
-                    stored += 1
-                else:
-                    repeats += 1
-                    same = conn.execute(
-                        "SELECT id FROM events WHERE township=? AND station=? AND seq=?",
-                        (township, station, event["seq"]),
-                    ).fetchone()
-                    if same is not None and same[0] != event["id"]:
-                        log.error(
-                            "%s/%s seq %d arrived with two ids (%s kept, %s dropped)",
-                            township,
-                            station,
-                            event["seq"],
-                            same[0],
-                            event["id"],
-                        )
-            advanced: dict[tuple[str, str], int] = {}
-            for township, station in touched:
-                row = conn.execute(
-                    "SELECT through FROM progress WHERE township=? AND station=?",
-                    (township, station),
-                ).fetchone()
-                through = int(row[0]) if row else 0
-                start = through
-                # Walk the stored run of seqs after 'through' (a gap stops it).
-                for (seq,) in conn.execute(
-                    "SELECT seq FROM events WHERE township=? AND station=? AND seq > ? "
-                    "ORDER BY seq",
-                    (township, station, through),
-                ):
-                    if seq != through + 1:
-                        break
-                    through = seq
-                if through != start or row is None:
-                    conn.execute(
-                        "INSERT INTO progress(township, station, through) VALUES (?,?,?) "
-                        "ON CONFLICT(township, station) DO UPDATE SET through=excluded.through",
-                        (township, station, through),
-                    )
-                advanced[(township, station)] = through
-        return advanced, stored, repeats
-
-    def through(self, township: str, station: str) -> int:
-        row = self.db.conn.execute(
-            "SELECT through FROM progress WHERE township=? AND station=?", (township, station)
-        ).fetchone()
-        return int(row[0]) if row else 0
-
-    def waiting(self) -> dict[tuple[str, str], int]:
-        """Per station, how many stored events wait beyond a gap."""
-        rows = self.db.conn.execute(
-            "SELECT e.township, e.station, count(*) FROM events e JOIN progress p "
-            "ON p.township = e.township AND p.station = e.station WHERE e.seq > p.through "
-            "GROUP BY e.township, e.station"
-        ).fetchall()
-        return {(str(t), str(s)): int(n) for t, s, n in rows}
+    def __bool__(self) -> bool:
+        return bool(self.events or self.stations)
 
 
 class Gateway:
-    """Consumes events from the broker into a ``GatewayStore`` and publishes the acks."""
+    """Consumes from the broker into a ``GatewayStore`` and publishes the acks."""
 
     def __init__(
         self,
         store: GatewayStore,
         settings: LinkSettings,
+        *,
         reconnect_s: tuple[float, float] = (0.5, 10.0),
-        on_stored: Callable[[dict[tuple[str, str], int]], None] | None = None,
+        on_stored: Callable[[dict[StationKey, int]], None] | None = None,
+        intake: Intake | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.settings = settings
         self.reconnect_s = reconnect_s
         self.on_stored = on_stored
+        self.intake = intake or Intake()
+        self.clock = clock
         self.events: queue.Queue[LinkEvent | None] = queue.Queue()
         self.stop_event = threading.Event()
         self.stats = GatewayStats()
         self.connected = threading.Event()
+        self.waiting_for_store = threading.Event()
+        self._held = _Held()
         self._link: Connection | None = None
         self._conn = 0
         self._failures = 0
@@ -228,25 +129,11 @@ class Gateway:
                     self._conn += 1
                     self._link = Connection(self.settings, self.events.put, self._conn)
                     self._link.start()
-                try:
-                    ev = self.events.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                batch: list[tuple[str, bytes]] = []
-                # Gather what arrives within a few milliseconds: one durable write for many.
-                until = time.monotonic() + BATCH_WAIT_S
-                while True:
-                    if ev is not None:
-                        self._handle(ev, batch)
-                    left = until - time.monotonic()
-                    if len(batch) >= BATCH_MAX or left <= 0:
-                        break
-                    try:
-                        ev = self.events.get(timeout=left) if batch else self.events.get_nowait()
-                    except queue.Empty:
-                        break
-                if batch:
-                    self._consume(batch)
+                self._gather()
+                if self._held and time.monotonic() >= self._held.retry_at:
+                    self._flush()
+            if self._held:
+                self._flush()  # what arrived before the stop, once more (acks go out too)
         finally:
             if self._link is not None:
                 self._link.close()
@@ -254,10 +141,31 @@ class Gateway:
                     self._link.abort()
                 self._link = None
 
-    def _handle(self, ev: LinkEvent, batch: list[tuple[str, bytes]]) -> None:
+    def _gather(self) -> None:
+        """Take what arrives within a few milliseconds: one durable write for many."""
+        wait = 0.2 if not self._held else max(0.0, min(0.2, self._held.retry_at - time.monotonic()))
+        try:
+            ev = self.events.get(timeout=wait) if wait > 0 else self.events.get_nowait()
+        except queue.Empty:
+            return
+        until = time.monotonic() + BATCH_WAIT_S
+        taken = 0
+        while True:
+            if ev is not None:
+                taken += self._handle(ev)
+            left = until - time.monotonic()
+            if taken >= BATCH_MAX or left <= 0:
+                return
+            try:
+                ev = self.events.get(timeout=left) if taken else self.events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, ev: LinkEvent) -> int:
         if isinstance(ev, Message):
-            batch.append((ev.topic, ev.payload))
-        elif isinstance(ev, Connected):
+            self._accept(ev.topic, ev.payload)
+            return 1
+        if isinstance(ev, Connected):
             self._failures = 0
             self.connected.set()
             log.info("gateway connected")
@@ -273,17 +181,71 @@ class Gateway:
                 log.warning("gateway link ended: %s; next attempt in %.1f s", ev.reason, delay)
         elif isinstance(ev, Published) and not ev.ok:
             log.error("the broker refused an ack %s: %s", ev.tag, ev.reason)
+        return 0
 
-    def _consume(self, batch: list[tuple[str, bytes]]) -> None:
+    def _accept(self, topic: str, payload: bytes) -> None:
         try:
-            advanced, stored, repeats = self.store.store(batch)
+            kind = split_topic(topic)[2]
+            if kind == "events":
+                event = self.intake.event(topic, payload)
+                if self._held.failures and len(self._held.events) >= MAX_HELD:
+                    self.stats.dropped_while_waiting += 1
+                    return
+                self._held.events.append(event)
+            else:
+                township, station, kind, body = self.intake.station_message(topic, payload)
+                self._held.stations.append(
+                    (
+                        township,
+                        station,
+                        "status" if kind == "status" else "telemetry",
+                        body,
+                        self.clock(),
+                    )
+                )
+        except Rejected as exc:
+            self.stats.rejected[exc.reason] += 1
+            log.error("rejected a message on %s (%s): %s", topic, exc.reason, exc)
+
+    def _flush(self) -> None:
+        held = self._held
+        try:
+            if held.events:
+                result = self.store.store(held.events, self.clock())
+                held.events = []
+                self._stored(result)
+            while held.stations:
+                township, station, kind, body, at = held.stations[0]
+                self.store.record_station(township, station, kind, body, at)
+                held.stations.pop(0)
+                self.stats.station_messages += 1
         except StorageError as exc:
-            # Not acknowledged, so the stations send these again after their ack timeout.
-            log.error("could not store %d events: %s", len(batch), exc)
+            held.failures += 1
+            self.stats.storage_failures += 1
+            lo, hi = RETRY_S
+            delay = min(hi, lo * 2.0 ** (held.failures - 1))
+            held.retry_at = time.monotonic() + delay
+            self.waiting_for_store.set()
+            log.error(
+                "the store cannot commit (%s); holding %d events, nothing acknowledged; "
+                "trying again in %.1f s",
+                exc,
+                len(held.events),
+                delay,
+            )
             return
-        self.stats.stored += stored
-        self.stats.repeats += repeats
-        for (township, station), through in advanced.items():
+        if held.failures:
+            log.info("the store commits again after %d failed attempts", held.failures)
+        held.failures = 0
+        held.retry_at = 0.0
+        self.waiting_for_store.clear()
+
+    def _stored(self, result: StoreResult) -> None:
+        self.stats.stored += result.stored
+        self.stats.repeats += result.repeats
+        if result.conflicts:
+            self.stats.rejected["conflict"] += len(result.conflicts)
+        for (township, station), through in result.advanced.items():
             if self._link is not None:
                 self.stats.acks += 1
                 self._link.publish(
@@ -292,10 +254,9 @@ class Gateway:
                     json.dumps({"through": through}).encode(),
                     1,
                     True,
+                    wake=False,
                 )
+        if self._link is not None:
+            self._link.wake()
         if self.on_stored is not None:
-            self.on_stored(advanced)
-
-
-def open_store(path: Path) -> GatewayStore:
-    return GatewayStore(open_db(path))
+            self.on_stored(result.advanced)

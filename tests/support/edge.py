@@ -24,7 +24,7 @@ import sqlite_utils
 from edge_agent import outbox
 from edge_agent.agent import Agent, build
 from edge_agent.db import open_db, write_transaction
-from edge_agent.gateway import Gateway, open_store
+from edge_agent.gateway import Gateway, Intake, open_store, subscriptions
 from edge_agent.link import LinkSettings
 from firmware.config import StationConfig, load_config
 from tests.support.config import write_config
@@ -197,12 +197,14 @@ def stop_agent(proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) 
 @contextmanager
 def gateway_thread(
     port: int,
-    db_path: Path,
+    db: Path | str,
     client_id: str = "gateway-1",
     group: str = "gateway",
+    intake: Intake | None = None,
     **link: Any,
-) -> Iterator[Any]:
-    """The reference gateway consumer, in a thread, until the block ends."""
+) -> Iterator[Gateway]:
+    """The gateway consumer on the store ``db`` (a SQLite path or a PostgreSQL URL), in a
+    thread, until the block ends."""
     settings = LinkSettings(
         host="127.0.0.1",
         port=port,
@@ -210,10 +212,10 @@ def gateway_thread(
         tls=link.pop("tls", False),
         allow_plaintext=True,
         keepalive_s=5,
-        subscriptions=((f"$share/{group}/sampling/+/+/events", 1),),
+        subscriptions=subscriptions(group),
         **link,
     )
-    gw = Gateway(open_store(db_path), settings, reconnect_s=(0.1, 1.0))
+    gw = Gateway(open_store(db), settings, reconnect_s=(0.1, 1.0), intake=intake)
     t = threading.Thread(target=gw.run, name=f"gateway-{client_id}", daemon=True)
     t.start()
     try:
@@ -223,17 +225,15 @@ def gateway_thread(
     finally:
         gw.request_stop()
         t.join(10)
-        gw.store.db.conn.close()
+        gw.store.close()
         assert not t.is_alive(), "the gateway did not stop"
 
 
-def gateway_events(db_path: Path) -> list[dict[str, Any]]:
-    db = open_db(db_path)
-    try:
-        rows = db.conn.execute("SELECT payload FROM events ORDER BY station, seq").fetchall()
-        return [json.loads(p) for (p,) in rows]
-    finally:
-        db.conn.close()
+def gateway_events(db: Path | str) -> list[dict[str, Any]]:
+    """Every event a gateway store holds, by station and seq."""
+    with open_store(db) as store:
+        rows = store.query("SELECT payload FROM events ORDER BY township, station, seq")
+    return [json.loads(p) for (p,) in rows]
 
 
 @functools.cache

@@ -1,0 +1,1 @@
+"""The published event schemas (a copy of docs/events, checked equal by the tests)."""
