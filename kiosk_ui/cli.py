@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "selftest": ("hardware_tests.cli", "check each device, storage, clock and broker"),
     "db": ("kiosk_ui.db_cli", "outbox statistics and the retention purge of the station database"),
     "kiosk": ("kiosk_ui.kiosk_cli", "the full-screen touch kiosk for residents and samplers"),
-    "simulate": ("kiosk_ui.drills.simulate", "run a drill (scenario) on simulated hardware"),
+    "simulate": ("kiosk_ui.drills.command", "run a drill (scenario) on simulated hardware"),
     "agent": ("edge_agent.cli", "deliver the outbox to the township broker; `status` shows it"),
     "gateway": ("edge_agent.gateway.cli", "township gateway: store events, send acks; `status`"),
     "provision": ("provisioning.cli", "set up, update and roll back stations over SSH"),

@@ -154,3 +154,16 @@ def test_watch_prints_each_event_as_it_reaches_the_broker(
     assert lines[0] == "broker <- #1 sampling.tube.opened tube=TB2026112300011"
     assert any("sampling.alert.raised" in ln and "kind=fever" in ln for ln in lines)
     assert len(lines) == 8
+
+
+@pytest.mark.timeout(60)
+def test_watch_without_a_broker_is_a_clear_error_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = drill_config(tmp_path / "station", f"mqtt://127.0.0.1:{free_port()}")
+    drill = drill_file(tmp_path, [{"scan": "TB2026112300001"}])
+    args = ["simulate", "--config", str(config), "--scenario", str(drill), "--watch"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "station simulate: --watch cannot reach the broker: cannot reach 127.0.0.1:" in err
+    assert not (tmp_path / "station" / "station.db").exists()

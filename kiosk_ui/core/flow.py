@@ -1,7 +1,7 @@
 """The kiosk's resident flow: an explicit state machine with a failsafe state.
 
 Plain Python, no Kivy: the screens (``kiosk_ui.screens.app``) only draw the :class:`View` this
-machine publishes and forward touches; the drills (``kiosk_ui.drills.simulate``) drive the same
+machine publishes and forward touches; the drills (``kiosk_ui.drills.runner``) drive the same
 machine without a window. Every change of state goes through :meth:`KioskFlow._enter`,
 which checks it against :data:`TRANSITIONS`; a transition the table does not allow is a bug,
 and the machine goes to :attr:`State.FAULT` (lights on "fault", staff called) instead of

@@ -61,6 +61,10 @@ class DrillError(StationError):
     """The scenario file cannot be run as written."""
 
 
+class SimulateError(StationError):
+    """The drill could not be set up (not the drill failing: that is a step's failure)."""
+
+
 @dataclass(frozen=True)
 class Distort:
     rotate: float = 0.0
@@ -73,6 +77,9 @@ class Distort:
 class Scan:
     text: str
 
+    def describe(self) -> str:
+        return f"scan {self.text}"
+
 
 @dataclass(frozen=True)
 class Show:
@@ -80,11 +87,17 @@ class Show:
     temperatures: tuple[float, ...] = ()
     distort: Distort | None = None
 
+    def describe(self) -> str:
+        return f"show {self.text[:24]}{'...' if len(self.text) > 24 else ''}"
+
 
 @dataclass(frozen=True)
 class ManualId:
     number: str
     temperatures: tuple[float, ...] = ()
+
+    def describe(self) -> str:
+        return "id ******"  # a national ID number is never printed
 
 
 @dataclass(frozen=True)
@@ -94,25 +107,40 @@ class Touch:
     resident: str | None = None
     box: str | None = None
 
+    def describe(self) -> str:
+        return f"touch {self.action}"
+
 
 @dataclass(frozen=True)
 class Wait:
     seconds: float
+
+    def describe(self) -> str:
+        return f"wait {self.seconds}"
 
 
 @dataclass(frozen=True)
 class Expect:
     checks: dict[str, Any] = field(default_factory=dict)
 
+    def describe(self) -> str:
+        return "expect"
+
 
 @dataclass(frozen=True)
 class Gateway:
     online: bool
 
+    def describe(self) -> str:
+        return f"gateway {'online' if self.online else 'offline'}"
+
 
 @dataclass(frozen=True)
 class ThermometerState:
     ok: bool
+
+    def describe(self) -> str:
+        return f"thermometer {'ok' if self.ok else 'fault'}"
 
 
 Step = Scan | Show | ManualId | Touch | Wait | Expect | Gateway | ThermometerState
