@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import re
 import signal
 import socket
@@ -21,6 +22,12 @@ from edge_agent.gateway.intake import Intake
 from edge_agent.gateway.store import open_store
 from edge_agent.link import LinkSettings, check_transport
 from firmware.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# A dead instance's session keeps receiving its share of the messages until it expires (the
+# stations send those again after their ack timeout); a short expiry ends that soon.
+SESSION_EXPIRY_S = 60
 
 # action -> (module, one-line help)
 ACTIONS: dict[str, tuple[str, str]] = {
@@ -57,6 +64,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--password-file", type=Path)
     parser.add_argument("--keepalive", type=int, default=30)
     parser.add_argument(
+        "--session-expiry",
+        type=int,
+        default=SESSION_EXPIRY_S,
+        help="seconds the broker keeps this instance's session (and its share) after it dies",
+    )
+    parser.add_argument(
         "--allow-plaintext", action="store_true", help="accept mqtt:// (development only)"
     )
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
@@ -82,6 +95,7 @@ def settings_from_args(args: argparse.Namespace) -> LinkSettings:
         username=args.username,
         password_file=args.password_file,
         keepalive_s=args.keepalive,
+        session_expiry_s=args.session_expiry,
         subscriptions=subscriptions(args.group),
     )
 
@@ -126,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
         gateway.run()
+        log.info("gateway stopped: %s", gateway.stats.summary())
     finally:
         store.close()
     return 0

@@ -74,6 +74,15 @@ class GatewayStats:
     storage_failures: int = 0
     dropped_while_waiting: int = 0
 
+    def summary(self) -> str:
+        rejected = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items())) or "none"
+        return (
+            f"stored {self.stored}, repeats {self.repeats}, acks {self.acks}, "
+            f"station messages {self.station_messages}, rejected: {rejected}, "
+            f"storage failures {self.storage_failures}, "
+            f"dropped while waiting {self.dropped_while_waiting}"
+        )
+
 
 @dataclass
 class _Held:

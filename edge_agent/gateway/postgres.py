@@ -39,12 +39,14 @@ from edge_agent.gateway.store import (
     StoreResult,
     log_conflict,
     release_of,
+    run_end,
 )
 
 log = logging.getLogger(__name__)
 
 MIGRATION_LOCK = 0x5A4D_6761  # pg_advisory_xact_lock key of the gateway's migrations
 RETRIES = 3  # a deadlock or serialization failure is retried whole, this many times
+WALK = 2000  # seqs read per station and query when computing the prefix
 MIGRATIONS = [
     """
     CREATE TABLE events (
@@ -89,21 +91,20 @@ RETURNING township, station, through
 _INSERT = """
 INSERT INTO events(id, township, station, seq, type, time, happened_at, payload, received_at)
 SELECT i, t, s, q, y, w, h, p, %s FROM unnest(
-    %s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[],
-    %s::float8[], %s::text[]) AS u(i, t, s, q, y, w, h, p)
+    %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[],
+    %b::float8[], %b::text[]) AS u(i, t, s, q, y, w, h, p)
 ON CONFLICT DO NOTHING
 RETURNING id
 """
-_RUN_ENDS = """
-SELECT u.t, u.s, CASE
-    WHEN EXISTS (SELECT 1 FROM events WHERE township = u.t AND station = u.s
-                 AND seq = u.th + 1)
-    THEN (SELECT min(e.seq) FROM events e
-          WHERE e.township = u.t AND e.station = u.s AND e.seq > u.th
-            AND NOT EXISTS (SELECT 1 FROM events n WHERE n.township = e.township
-                            AND n.station = e.station AND n.seq = e.seq + 1))
-    ELSE u.th END
-FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS u(t, s, th)
+# The stored seqs after each station's prefix, in order, at most WALK per station.
+_AFTER = f"""
+SELECT u.t, u.s, x.seq
+FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS u(t, s, th)
+CROSS JOIN LATERAL (
+    SELECT seq FROM events e WHERE e.township = u.t AND e.station = u.s AND e.seq > u.th
+    ORDER BY seq LIMIT {WALK}
+) AS x
+ORDER BY u.t, u.s, x.seq
 """
 _ADVANCE = """
 UPDATE progress p SET through = u.th
@@ -203,10 +204,7 @@ class PostgresStore(GatewayStore):
             else:
                 left.append(ev)
         self._classify(cur, left, result)
-        cur.execute(
-            _RUN_ENDS, ([k[0] for k in keys], [k[1] for k in keys], [start[k] for k in keys])
-        )
-        ends = {(t, s): int(n) for t, s, n in cur.fetchall()}
+        ends = self._run_ends(cur, start)
         moved = [k for k in keys if ends[k] != start[k]]
         if moved:
             cur.execute(
@@ -215,6 +213,25 @@ class PostgresStore(GatewayStore):
         cur.executemany(SEEN, [(t, s, now) for t, s in keys])
         result.advanced = ends
         return result
+
+    @staticmethod
+    def _run_ends(cur: psycopg.Cursor[Any], start: dict[StationKey, int]) -> dict[StationKey, int]:
+        """Each station's prefix after this batch: walk the stored seqs after it."""
+        ends = dict(start)
+        todo = sorted(start)
+        while todo:
+            cur.execute(
+                _AFTER, ([k[0] for k in todo], [k[1] for k in todo], [ends[k] for k in todo])
+            )
+            after: dict[StationKey, list[int]] = {k: [] for k in todo}
+            for t, s, seq in cur.fetchall():
+                after[(t, s)].append(int(seq))
+            todo = []
+            for key, seqs in after.items():
+                ends[key], maybe_more = run_end(ends[key], seqs, WALK)
+                if maybe_more:
+                    todo.append(key)
+        return ends
 
     @staticmethod
     def _classify(cur: psycopg.Cursor[Any], left: list[Event], result: StoreResult) -> None:

@@ -21,7 +21,6 @@ from edge_agent.gateway.intake import Event
 from edge_agent.gateway.store import (
     RECORD_STATUS,
     RECORD_TELEMETRY,
-    RUN_END,
     SEEN,
     GatewayStore,
     Kind,
@@ -29,6 +28,7 @@ from edge_agent.gateway.store import (
     StoreResult,
     log_conflict,
     release_of,
+    run_end,
 )
 
 COMPONENT = "gateway"
@@ -79,7 +79,7 @@ def sqlite_sql(sql: str) -> str:
 _STATUS = sqlite_sql(RECORD_STATUS)
 _TELEMETRY = sqlite_sql(RECORD_TELEMETRY)
 _SEEN = sqlite_sql(SEEN)
-_RUN_END = sqlite_sql(RUN_END)
+WALK = 2000
 
 
 class SqliteStore(GatewayStore):
@@ -129,10 +129,15 @@ class SqliteStore(GatewayStore):
                     "SELECT through FROM progress WHERE township = ? AND station = ?",
                     (township, station),
                 ).fetchone()
-                start = int(row[0]) if row else 0
-                (end,) = conn.execute(
-                    _RUN_END, (township, station, start, township, station, start, start)
-                ).fetchone()
+                start = end = int(row[0]) if row else 0
+                more = True
+                while more:
+                    after = conn.execute(
+                        "SELECT seq FROM events WHERE township = ? AND station = ? AND seq > ? "
+                        "ORDER BY seq LIMIT ?",
+                        (township, station, end, WALK),
+                    ).fetchall()
+                    end, more = run_end(end, [s for (s,) in after], WALK)
                 if end != start or row is None:
                     conn.execute(
                         "INSERT INTO progress(township, station, through) VALUES (?,?,?) "

@@ -78,17 +78,6 @@ ON CONFLICT (township, station) DO UPDATE SET
   last_seen = CASE WHEN stations.last_seen IS NULL OR excluded.last_seen > stations.last_seen
               THEN excluded.last_seen ELSE stations.last_seen END
 """
-# The end of the run of stored seqs that starts right after ``through`` (``through`` itself
-# when the next one is missing): the first stored seq past it whose successor is missing.
-RUN_END = """
-SELECT CASE WHEN EXISTS (SELECT 1 FROM events WHERE township = %s AND station = %s
-                         AND seq = %s + 1)
-       THEN (SELECT min(e.seq) FROM events e
-             WHERE e.township = %s AND e.station = %s AND e.seq > %s
-               AND NOT EXISTS (SELECT 1 FROM events n WHERE n.township = e.township
-                               AND n.station = e.station AND n.seq = e.seq + 1))
-       ELSE %s END
-"""
 
 
 @dataclass
@@ -113,6 +102,18 @@ class StationState:
     waiting: int
     online: bool | None
     last_seen: float | None
+
+
+def run_end(through: int, after: list[int], limit: int) -> tuple[int, bool]:
+    """Walk ``after`` (the stored seqs past ``through``, ascending, at most ``limit`` of them)
+    from ``through``; returns the new end of the contiguous run and whether it may go on past
+    what was read (all ``limit`` seqs were contiguous)."""
+    end = through
+    for seq in after:
+        if seq != end + 1:
+            return end, False
+        end = seq
+    return end, len(after) == limit
 
 
 def release_of(payload: dict[str, Any]) -> str | None:
