@@ -599,11 +599,7 @@ class Agent:
         state = outbox.read_state(self.db)
         free_mb = self._free_mb()
         queue_len = state.get(outbox.KIOSK_QUEUE_KEY)
-        alerts = {
-            k.removeprefix("alert."): v
-            for k, v in state.items()
-            if k.startswith("alert.") and v is not None
-        }
+        alerts = outbox.standing_alerts(self.db)
         return {
             "at": outbox.rfc3339(time.time()),
             "outbox_depth": st.depth,

@@ -69,11 +69,7 @@ def status(db_path: Path) -> dict[str, Any]:
             "outbox_depth": st.depth,
             "oldest_undelivered_age_s": st.oldest_undelivered_age_s,
             "link": {k.removeprefix("link."): v for k, v in state.items() if k.startswith("link.")},
-            "alerts": {
-                k.removeprefix("alert."): v
-                for k, v in state.items()
-                if k.startswith("alert.") and v is not None
-            },
+            "alerts": outbox.standing_alerts(db),
             "kiosk_queue_length": state.get(outbox.KIOSK_QUEUE_KEY),
         }
     finally:

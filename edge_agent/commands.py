@@ -27,10 +27,10 @@ import sqlite_utils
 from edge_agent import outbox
 from edge_agent.db import write_transaction
 from edge_agent.errors import CommandError, StorageError
+from edge_agent.events import EventType
 from firmware.config import SamplingSection
 
 COMMANDS = ("set_thresholds", "set_pool_size", "request_telemetry", "resend_from")
-SETTINGS_EVENT = "sampling.settings.changed"
 MAX_COMMAND_BYTES = 16 * 1024
 
 
@@ -93,12 +93,7 @@ def parse(payload: bytes) -> Command:
 
 def effective_sampling(conn: sqlite3.Connection, base: SamplingSection) -> dict[str, Any]:
     """The sampling settings in force: the configuration file, overridden by commands."""
-    values: dict[str, Any] = base.model_dump()
-    for key, value in outbox.settings_overrides(conn).items():
-        section, _, name = key.partition(".")
-        if section == "sampling" and name in values:
-            values[name] = value
-    return values
+    return base.with_overrides(outbox.settings_overrides(conn))
 
 
 def apply_settings(
@@ -137,7 +132,7 @@ def apply_settings(
             outbox.append(
                 conn,
                 source=source,
-                type=SETTINGS_EVENT,
+                type=EventType.SETTINGS_CHANGED,
                 data={"command": cmd.id, "changes": changes, "previous": previous},
                 at=now,
             )

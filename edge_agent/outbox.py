@@ -31,6 +31,7 @@ import orjson
 import sqlite_utils
 
 from edge_agent.db import migrate, write_transaction
+from edge_agent.events import EventType
 
 COMPONENT = "outbox"
 
@@ -217,6 +218,7 @@ def make_event(
     For a caller that writes several events of one transaction with one statement; it must
     hold the transaction's write lock from numbering to inserting.
     """
+    type = str(type)  # an EventType is stored and sent as its plain text
     at = time.time() if at is None else at
     created = time.time()
     event_id = _new_id(created)
@@ -352,10 +354,6 @@ def set_state(conn: sqlite3.Connection, key: str, value: Any) -> None:
     )
 
 
-ALERT_RAISED = "sampling.alert.raised"
-ALERT_CLEARED = "sampling.alert.cleared"
-
-
 def alert_key(kind: str, device: str | None = None) -> str:
     """The ``agent_state`` key of a standing alert: ``alert.<kind>[.<device>]``."""
     return f"alert.{kind}" if device is None else f"alert.{kind}.{device}"
@@ -398,22 +396,44 @@ def standing_alert(
     if device is not None:
         data["device"] = device
     event = append(
-        conn, source=source, type=ALERT_RAISED if stands else ALERT_CLEARED, data=data, at=at
+        conn,
+        source=source,
+        type=EventType.ALERT_RAISED if stands else EventType.ALERT_CLEARED,
+        data=data,
+        at=at,
     )
     record = {"since": rfc3339(at), "detail": detail, "seq": event["seq"]} if stands else None
     set_state(conn, alert_key(kind, device), record)
     return event
 
 
+def standing_alerts(db: sqlite_utils.Database) -> dict[str, Any]:
+    """The alerts that stand now, by ``agent_state`` key without ``alert.`` (``kind`` or
+    ``kind.device``), each with its record (``since``, ``detail``, ``seq``)."""
+    rows = db.conn.execute("SELECT key, value FROM agent_state WHERE substr(key, 1, 6) = 'alert.'")
+    found = {str(k).removeprefix("alert."): _decoded(v) for k, v in rows.fetchall()}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _decoded(value: Any) -> Any:
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
+
+
 def read_state(db: sqlite_utils.Database) -> dict[str, Any]:
     """Every ``agent_state`` value, JSON-decoded (a value that is not JSON stays text)."""
-    out: dict[str, Any] = {}
-    for key, value in db.conn.execute("SELECT key, value FROM agent_state").fetchall():
-        try:
-            out[str(key)] = json.loads(value)
-        except (TypeError, ValueError):
-            out[str(key)] = value
-    return out
+    rows = db.conn.execute("SELECT key, value FROM agent_state").fetchall()
+    return {str(key): _decoded(value) for key, value in rows}
+
+
+def latest(conn: sqlite3.Connection, type: str, limit: int) -> list[dict[str, Any]]:
+    """The newest ``limit`` events of ``type`` still on the station, newest first."""
+    rows = conn.execute(
+        "SELECT payload FROM outbox WHERE type = ? ORDER BY seq DESC LIMIT ?", (str(type), limit)
+    ).fetchall()
+    return [json.loads(payload) for (payload,) in rows]
 
 
 def delivered_through(db: sqlite_utils.Database) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -26,7 +27,6 @@ from firmware.errors import ConfigError
 DEFAULT_CONFIG_PATH = Path("/etc/sampling-station/station.toml")
 
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-LANES = ("main", "green", "single", "isolation", "staff")
 
 
 class _Section(BaseModel):
@@ -62,6 +62,20 @@ class SamplingSection(_Section):
         except re.error as exc:
             raise ValueError(f"not a regular expression: {exc}") from None
         return v
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """This section's values with the gateway's overrides on top, not yet validated.
+
+        ``overrides`` are keyed ``sampling.<key>`` (the ``settings_override`` table); keys of
+        other sections or unknown keys are left out. ``SamplingSection.model_validate`` of the
+        result checks the whole as it checks the file.
+        """
+        values = self.model_dump()
+        for key, value in overrides.items():
+            section, _, name = key.partition(".")
+            if section == "sampling" and name in values:
+                values[name] = value
+        return values
 
     @model_validator(mode="after")
     def _range(self) -> Self:

@@ -20,7 +20,7 @@ from typing import Any
 from edge_agent import outbox
 from edge_agent.db import open_db
 from firmware.config import DEFAULT_CONFIG_PATH, load_config
-from kiosk_ui.core import store
+from kiosk_ui.core import schema, store
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     db = open_db(config.storage.path)
     try:
-        store.install(db)
+        schema.install(db)
         now = time.time()
         if args.db_command == "purge":
             retention_s = config.storage.retention_days * 86400.0

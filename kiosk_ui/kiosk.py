@@ -19,11 +19,9 @@ publishes and post touches to it.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
@@ -33,17 +31,13 @@ from firmware.config import StationConfig
 from firmware.errors import CameraError, StationError
 from firmware.hardware import Hardware, build_hardware
 from kiosk_ui.core import national_id
+from kiosk_ui.core.checkins import Verifier
 from kiosk_ui.core.codes import CodeVerifier, TrustStore
 from kiosk_ui.core.flow import KioskFlow, StaffLock, State, View, load_secret_hashes
-from kiosk_ui.core.rules import RuleViolation
-from kiosk_ui.core.station import (
-    DispatchResult,
-    ScanResult,
-    Station,
-    TubeMode,
-    TubeResult,
-    Verifier,
-)
+from kiosk_ui.core.rules import TubeMode
+from kiosk_ui.core.station import Station
+from kiosk_ui.core.tubes import DispatchResult, ScanResult, TubeResult
+from kiosk_ui.errors import RuleViolation
 from kiosk_ui.panel import LinkStatus, PanelData, PanelMessage, scan_box_first
 from kiosk_ui.workers import (
     MEASURE_TIMEOUT_S,
@@ -318,27 +312,11 @@ class Kiosk:
 
     def member_names(self, members: tuple[str, ...]) -> list[str]:
         """The masked names of a tube's members as their check-ins recorded them."""
-        names: list[str] = []
-        for sub in members:
-            row = self.station.db.conn.execute(
-                "SELECT name FROM checkins WHERE resident = ? ORDER BY id DESC LIMIT 1", (sub,)
-            ).fetchone()
-            names.append(str(row[0]) if row is not None and row[0] else "")
-        return names
+        return self.station.views.member_names(members)
 
     def recent_alerts(self, limit: int = 3) -> list[tuple[str, str]]:
         """The station's latest alerts (kind, local time) from its own events."""
-        rows = self.station.db.conn.execute(
-            "SELECT payload FROM outbox WHERE type = 'sampling.alert.raised' "
-            "ORDER BY seq DESC LIMIT ?",
-            (limit,),
-        ).fetchall()
-        out: list[tuple[str, str]] = []
-        for (payload,) in rows:
-            event = json.loads(payload)
-            at = datetime.fromisoformat(event["time"].replace("Z", "+00:00")).astimezone()
-            out.append((str(event["data"].get("kind")), at.strftime("%H:%M")))
-        return out
+        return self.station.views.recent_alerts(limit)
 
     def link_status(self) -> LinkStatus:
         """The agent's link state and the backlog, as the agent records them."""
@@ -349,11 +327,7 @@ class Kiosk:
             link=str(state.get("link.state", "unknown")),
             depth=st.depth,
             oldest_s=st.oldest_undelivered_age_s,
-            alerts={
-                k.removeprefix("alert."): v
-                for k, v in state.items()
-                if k.startswith("alert.") and v is not None
-            },
+            alerts=outbox.standing_alerts(db),
         )
 
     def panel_data(self) -> PanelData:

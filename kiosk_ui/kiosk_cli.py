@@ -15,15 +15,11 @@ import tempfile
 from pathlib import Path
 
 from firmware.config import DEFAULT_CONFIG_PATH, load_config
-from firmware.errors import StationError
 from kiosk_ui.core.flow import hash_secret
+from kiosk_ui.errors import KivyError
 
 SCREEN_SIZE = (800, 480)
 _PREPARED = "SAMPLING_STATION_KIVY"  # the official 7" Raspberry Pi touch display
-
-
-class KivyError(StationError):
-    """Kivy was imported before the kiosk could configure it."""
 
 
 def default_kivy_home() -> Path:

@@ -7,9 +7,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from kiosk_ui.core.rules import RuleViolation
-from kiosk_ui.core.station import Counters
+from kiosk_ui.core import messages
 from kiosk_ui.core.store import Tube
+from kiosk_ui.core.views import Counters
+from kiosk_ui.errors import RuleViolation
 
 
 @dataclass
@@ -54,4 +55,4 @@ class PanelData:
 
 
 def scan_box_first() -> RuleViolation:
-    return RuleViolation("scan_box", "Scan the box's barcode first.", "请先扫描转运箱条码。")
+    return messages.violation(messages.SCAN_BOX_FIRST)

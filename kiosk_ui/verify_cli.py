@@ -18,21 +18,15 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from firmware.errors import ConfigError, DecoderError
+from firmware.errors import DecoderError
 from kiosk_ui.core.codes import PREFIX, CodeVerifier, Reason, TrustStore, Verdict
+from kiosk_ui.errors import UsageError
 
 log = logging.getLogger(__name__)
 
 EXIT_VALID = 0
 EXIT_REJECTED = 1
 EXIT_USAGE = 2
-
-
-class UsageError(ConfigError):
-    """An argument of ``station verify-code`` cannot be used."""
-
-    def __str__(self) -> str:
-        return f"{self.origin}: " + "; ".join(self.problems)
 
 
 def parse_time(value: str) -> float:

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from firmware.errors import ConfigError
-from kiosk_ui.core.codes import CodeVerifier, TrustFileError, TrustStore
+from kiosk_ui.core.codes import CodeVerifier, TrustStore
 from kiosk_ui.drills.issuer import Issuer, b64url, jwks
+from kiosk_ui.errors import TrustFileError
 from tests.support.codes import NOW
 
 

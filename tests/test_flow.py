@@ -31,8 +31,8 @@ from kiosk_ui.core.flow import (
     light_for,
     load_secret_hashes,
 )
-from kiosk_ui.core.rules import RuleViolation
 from kiosk_ui.core.station import Station
+from kiosk_ui.errors import RuleViolation
 from tests.support.contract import check_outbox
 from tests.support.station import Clock, make_config, rejected, resident
 

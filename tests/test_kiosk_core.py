@@ -12,7 +12,7 @@ import pytest
 
 from firmware.config import load_config
 from kiosk_ui.core.flow import hash_secret
-from kiosk_ui.core.station import DispatchResult, ScanResult, TubeResult
+from kiosk_ui.core.tubes import DispatchResult, ScanResult, TubeResult
 from kiosk_ui.kiosk import KioskCore, build
 from tests.support.drills import drill_config
 

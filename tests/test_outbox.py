@@ -123,3 +123,28 @@ def test_an_alert_event_keeps_the_contract(tmp_path: Path) -> None:
     (payload,) = db.conn.execute("SELECT payload FROM outbox").fetchone()
     validate_event(json.loads(payload))
     db.conn.close()
+
+
+def test_standing_alerts_lists_what_stands_and_nothing_cleared(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "s.db")
+    outbox.install(db)
+    source = "urn:sampling:T01:K03"
+    with write_transaction(db) as c:
+        outbox.standing_alert(c, source=source, kind="storage_low", stands=True, detail="2 MB")
+        outbox.standing_alert(
+            c, source=source, kind="sensor_fault", stands=True, detail="no answer", device="camera"
+        )
+        outbox.standing_alert(
+            c, source=source, kind="sensor_fault", stands=True, detail="NaN", device="thermometer"
+        )
+        outbox.standing_alert(
+            c, source=source, kind="sensor_fault", stands=False, detail="ok", device="camera"
+        )
+        outbox.set_state(c, "link.state", "online")  # not an alert
+        outbox.set_state(c, "alerted.x", 1)  # a prefix of "alert." is not enough
+    standing = outbox.standing_alerts(db)
+    assert sorted(standing) == ["sensor_fault.thermometer", "storage_low"]
+    assert standing["storage_low"]["detail"] == "2 MB"
+    assert standing["sensor_fault.thermometer"]["seq"] == 3
+    assert outbox.read_state(db)["alert.sensor_fault.camera"] is None
+    db.conn.close()

@@ -13,13 +13,13 @@ from kiosk_ui.core.codes import Verdict
 from kiosk_ui.core.rules import (
     Decision,
     Lane,
-    RuleViolation,
     TemperatureStatus,
     Thresholds,
     assess_temperature,
     decide,
     needs_temperature,
 )
+from kiosk_ui.errors import RuleViolation
 from tests.support.station import rejected, resident
 
 T = Thresholds()
@@ -271,3 +271,27 @@ def test_thresholds_take_gateway_overrides_over_the_file() -> None:
 def test_inconsistent_overrides_are_refused() -> None:
     with pytest.raises(ValueError, match="pool_size"):
         Thresholds.from_settings(SamplingSection(), {"sampling.pool_size": 50})
+
+
+_FIELDS = sorted(SamplingSection.model_fields)
+
+
+@given(
+    st.dictionaries(
+        st.one_of(
+            st.sampled_from([f"sampling.{f}" for f in _FIELDS]),
+            st.sampled_from(["kiosk.language", "sampling.nope", "pool_size", "sampling."]),
+            st.text(max_size=12),
+        ),
+        st.integers(-5, 50),
+        max_size=8,
+    )
+)
+def test_overrides_change_only_the_sampling_keys_they_name(overrides: dict[str, int]) -> None:
+    base = SamplingSection()
+    merged = base.with_overrides(overrides)
+    assert sorted(merged) == _FIELDS
+    for name in _FIELDS:
+        expected = overrides.get(f"sampling.{name}", getattr(base, name))
+        assert merged[name] == expected
+    assert base == SamplingSection()  # the section itself never changes

@@ -11,8 +11,8 @@ import pytest
 from kiosk_ui.core.flow import FaultKind, State, View
 from kiosk_ui.core.i18n import LANGUAGES, Language
 from kiosk_ui.core.rules import Thresholds
-from kiosk_ui.core.station import Counters
 from kiosk_ui.core.store import Tube
+from kiosk_ui.core.views import Counters
 from kiosk_ui.panel import LinkStatus, PanelData, PanelMessage
 from kiosk_ui.screens.present import (
     COLOURS,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kiosk_ui.core.station import RuleViolation, Station
+from kiosk_ui.core.station import Station
+from kiosk_ui.errors import RuleViolation
 from tests.support.contract import check_outbox, validate_event
 from tests.support.station import Rig, open_station, rejected, resident
 

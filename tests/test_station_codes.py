@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from kiosk_ui.core.codes import CodeVerifier, TrustStore, Verdict
-from kiosk_ui.core.station import RuleViolation
 from kiosk_ui.drills.issuer import Issuer, jwks
+from kiosk_ui.errors import RuleViolation
 from tests.support.contract import check_outbox
 from tests.support.station import T0, Rig, open_station
 

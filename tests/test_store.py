@@ -18,7 +18,7 @@ from edge_agent import outbox
 from edge_agent.db import migrate, open_db, write_transaction
 from edge_agent.errors import StorageError
 from kiosk_ui.cli import main as station_main
-from kiosk_ui.core import store
+from kiosk_ui.core import schema, store
 from kiosk_ui.core.station import Station
 from tests.support.config import write_config
 from tests.support.contract import check_outbox
@@ -40,10 +40,10 @@ def snapshot(path: Path) -> dict[str, list[Any]]:
 
 def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
     db = open_db(tmp_path / "s.db")
-    store.install(db)
-    store.install(db)
+    schema.install(db)
+    schema.install(db)
     versions = dict(db.conn.execute("SELECT component, version FROM schema_version").fetchall())
-    assert versions == {"outbox": len(outbox.MIGRATIONS), "kiosk": len(store.MIGRATIONS)}
+    assert versions == {"outbox": len(outbox.MIGRATIONS), "kiosk": len(schema.MIGRATIONS)}
     assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert set(TABLES) <= set(db.table_names())
@@ -52,10 +52,10 @@ def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     db = open_db(tmp_path / "s.db")
-    store.install(db)
+    schema.install(db)
     db.conn.execute("UPDATE schema_version SET version = 99 WHERE component = 'kiosk'")
     with pytest.raises(StorageError, match="newer than this software knows"):
-        store.install(db)
+        schema.install(db)
     db.conn.close()
 
 
@@ -207,7 +207,7 @@ def test_an_outbox_of_the_first_schema_is_upgraded_with_its_numbering(tmp_path: 
             )
         # Version 1 counted every event; seq 4 and 5 were issued and purged since.
         c.execute("UPDATE outbox_counter SET last_seq = 5")
-    store.install(db)
+    schema.install(db)
     rows = db.conn.execute("SELECT seq, id, delivered_at FROM outbox ORDER BY seq").fetchall()
     assert [r[0] for r in rows] == [1, 2, 3] and rows[2][2] is None
     assert outbox.last_seq(db) == 5 and outbox.delivered_through(db) == 2
@@ -224,7 +224,7 @@ def test_an_outbox_of_the_first_schema_is_upgraded_with_its_numbering(tmp_path: 
 def test_check_ins_of_the_first_schema_keep_their_days(tmp_path: Path) -> None:
     db = open_db(tmp_path / "s.db")
     outbox.install(db)
-    migrate(db, store.COMPONENT, store.MIGRATIONS[:1])
+    migrate(db, schema.COMPONENT, schema.MIGRATIONS[:1])
     with write_transaction(db) as c:
         for n, day in enumerate(("2026-11-21", "2026-11-22", "2026-11-22"), start=1):
             c.execute(
@@ -232,7 +232,7 @@ def test_check_ins_of_the_first_schema_keep_their_days(tmp_path: Path) -> None:
                 "VALUES (?, ?, 'code', 'refer', 'staff', ?)",
                 (float(n), day, n),
             )
-    store.install(db)
+    schema.install(db)
     assert db.conn.execute("SELECT * FROM checkin_days ORDER BY day").fetchall() == [
         ("2026-11-21", 1),
         ("2026-11-22", 2),
@@ -249,7 +249,7 @@ def test_check_ins_of_the_first_schema_keep_their_days(tmp_path: Path) -> None:
 def test_tube_members_of_the_second_schema_keep_their_order(tmp_path: Path) -> None:
     db = open_db(tmp_path / "s.db")
     outbox.install(db)
-    migrate(db, store.COMPONENT, store.MIGRATIONS[:2])
+    migrate(db, schema.COMPONENT, schema.MIGRATIONS[:2])
     with write_transaction(db) as c:
         c.execute(
             "INSERT INTO tubes(tube, mode, capacity, state, opened_at) "
@@ -276,7 +276,7 @@ def test_tube_members_of_the_second_schema_keep_their_order(tmp_path: Path) -> N
             "INSERT INTO waiting(mode, resident, checkin, lane, since) "
             "VALUES ('pool', 'c', 3, 'main', 5)"
         )
-    store.install(db)
+    schema.install(db)
     rows = db.conn.execute(
         "SELECT joined, resident, position, checkin FROM tube_members ORDER BY joined"
     ).fetchall()
@@ -310,7 +310,7 @@ def test_the_delivered_mark_follows_marks_out_of_order_and_requests_again(
     tmp_path: Path,
 ) -> None:
     db = open_db(tmp_path / "s.db")
-    store.install(db)
+    schema.install(db)
     with write_transaction(db) as c:
         for _ in range(6):
             outbox.append(c, source="urn:sampling:t:s", type="sampling.tube.opened", data={})

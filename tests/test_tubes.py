@@ -10,7 +10,8 @@ import pytest
 from edge_agent import outbox
 from edge_agent.errors import StorageError
 from kiosk_ui.core.barcodes import ScanKind
-from kiosk_ui.core.station import RuleViolation, TubeMode
+from kiosk_ui.core.rules import TubeMode
+from kiosk_ui.errors import RuleViolation
 from tests.support.contract import check_outbox, validate_event
 from tests.support.station import Rig, open_station, resident
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from kiosk_ui.core.station import RuleViolation
+from kiosk_ui.errors import RuleViolation
 from tests.support.contract import check_outbox
 from tests.support.station import open_station, resident
 

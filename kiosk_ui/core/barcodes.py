@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from kiosk_ui.core.rules import RuleViolation
+from kiosk_ui.core import messages
+from kiosk_ui.errors import RuleViolation
 
 RESIDENT_PREFIX = "HC1:"
 MAX_BARCODE_CHARS = 64
@@ -57,29 +58,18 @@ def short(text: str, limit: int = 24) -> str:
 
 
 def resident_code_on_scanner() -> RuleViolation:
-    return RuleViolation(
-        "resident_code_on_scanner",
-        "That is a resident's health code. Scan the tube barcode here; the resident shows "
-        "the code to the kiosk camera.",
-        "这是居民的健康码。这里请扫描试管条码；居民请在自助机摄像头前出示健康码。",
-    )
+    return messages.violation(messages.RESIDENT_CODE_ON_SCANNER)
 
 
 def tube_on_camera(kind: ScanKind) -> RuleViolation:
-    what_en = "a tube" if kind is ScanKind.TUBE else "a box"
-    what_zh = "试管" if kind is ScanKind.TUBE else "转运箱"
-    return RuleViolation(
-        f"{kind.value}_barcode_on_camera",
-        f"That is {what_en} barcode, not a health code. Samplers scan it with the barcode "
-        "scanner; residents show their health code here.",
-        f"这是{what_zh}条码，不是健康码。采样员请用扫码枪扫描；居民请在此出示健康码。",
+    tube = kind is ScanKind.TUBE
+    return messages.violation(
+        messages.BARCODE_ON_CAMERA,
+        kind=kind.value,
+        thing_en="a tube" if tube else "a box",
+        thing_zh="试管" if tube else "转运箱",
     )
 
 
 def unknown_barcode(text: str) -> RuleViolation:
-    return RuleViolation(
-        "unknown_barcode",
-        f"{short(text)!r} is neither a tube nor a box barcode. Scan the barcode on the tube "
-        "label again.",
-        f"{short(text)!r} 既不是试管条码也不是转运箱条码。请重新扫描试管标签上的条码。",
-    )
+    return messages.violation(messages.UNKNOWN_BARCODE, code=short(text))

@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from firmware.errors import ConfigError, StationError
+from kiosk_ui.errors import CodeRejected, TrustFileError
 
 log = logging.getLogger(__name__)
 
@@ -145,24 +145,6 @@ class Verdict:
         if self.valid and self.claims is not None:
             out["claims"] = self.claims.as_json()
         return out
-
-
-class TrustFileError(ConfigError):
-    """The issuer trust file is missing, unreadable, not a JWKS, or holds an unusable key."""
-
-    def __str__(self) -> str:
-        lines = [f"trust file {self.origin} cannot be used:"]
-        lines += [f"  - {p}" for p in self.problems]
-        return "\n".join(lines)
-
-
-class CodeRejected(StationError):
-    """Raised inside the verifier to stop at the first failed check; never escapes it."""
-
-    def __init__(self, reason: Reason, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}")
 
 
 # --------------------------------------------------------------------------- trust store

@@ -37,7 +37,9 @@ from typing import Any, Protocol
 
 from edge_agent.errors import StorageError
 from firmware.errors import ConfigError, StationError
-from kiosk_ui.core.rules import RuleViolation, TemperatureAssessment, Thresholds
+from kiosk_ui.core import messages
+from kiosk_ui.core.rules import TemperatureAssessment, Thresholds
+from kiosk_ui.errors import RuleViolation
 
 log = logging.getLogger(__name__)
 
@@ -273,11 +275,7 @@ class KioskFlow:
         applies as for a code of ``color`` (green unless staff chose otherwise).
         """
         if self.state not in _READY:
-            raise RuleViolation(
-                "kiosk_busy",
-                "Finish the resident on screen first.",
-                "请先完成当前居民的登记。",
-            )
+            raise messages.violation(messages.KIOSK_BUSY)
         self._guard(self._manual_id, sub, staff, color)
 
     def _manual_id(self, sub: str, staff: str, color: str) -> None:

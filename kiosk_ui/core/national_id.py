@@ -17,26 +17,14 @@ import hmac
 import re
 from pathlib import Path
 
-from firmware.errors import ConfigError, StationError
+from firmware.errors import ConfigError
+from kiosk_ui.errors import NationalIdError
 
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 CHECK_CHARS = "10X98765432"
 _SHAPE = re.compile(r"^[0-9]{17}[0-9X]$")
 SUB_PREFIX = "nid:"
 MIN_KEY_BYTES = 16
-
-
-class NationalIdError(StationError):
-    """The number typed is not a valid 18-character citizen identity number."""
-
-    def __init__(self, code: str, en: str, zh: str) -> None:
-        self.code = code
-        self.en = en
-        self.zh = zh
-        super().__init__(en)
-
-    def message(self, language: str) -> str:
-        return self.zh if language == "zh" else self.en
 
 
 def check_char(first17: str) -> str:

@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
 from firmware.config import SamplingSection
-from firmware.errors import StationError
+from kiosk_ui.core import messages
 
 
 class Decision(StrEnum):
@@ -49,6 +49,13 @@ class Lane(StrEnum):
     STAFF = "staff"
 
 
+class TubeMode(StrEnum):
+    """The kind of tube a resident is sampled into (and the queue that waits for one)."""
+
+    POOL = "pool"  # pooled: up to ``pool_size`` residents in one tube
+    SINGLE = "single"  # one resident alone (yellow codes), at the single desk
+
+
 class Color(StrEnum):
     GREEN = "green"
     YELLOW = "yellow"
@@ -61,23 +68,6 @@ FEVER = "fever"
 IMPLAUSIBLE_TEMPERATURE = "implausible_temperature"
 ALREADY_SAMPLED = "already_sampled"
 RULE_REASONS = (RED_CODE, FEVER, IMPLAUSIBLE_TEMPERATURE, ALREADY_SAMPLED)
-
-
-class RuleViolation(StationError):
-    """Something a sampler or a resident can fix: the message says what, in zh and en.
-
-    ``code`` is a stable machine-readable name (the kiosk picks its screen by it).
-    """
-
-    def __init__(self, code: str, en: str, zh: str) -> None:
-        self.code = code
-        self.en = en
-        self.zh = zh
-        super().__init__(f"{code}: {en}")
-
-    def message(self, language: str) -> str:
-        """The message in ``language`` (``zh`` or ``en``)."""
-        return self.zh if language == "zh" else self.en
 
 
 class ClaimsLike(Protocol):
@@ -124,12 +114,7 @@ class Thresholds:
         Overrides that would make the settings inconsistent are validated like the file
         itself; a ``ValueError`` (pydantic's) tells the caller they cannot be used.
         """
-        values = base.model_dump()
-        for key, value in (overrides or {}).items():
-            section, _, name = key.partition(".")
-            if section == "sampling" and name in values:
-                values[name] = value
-        s = SamplingSection.model_validate(values)
+        s = SamplingSection.model_validate(base.with_overrides(overrides or {}))
         return cls(
             pool_size=s.pool_size,
             fever_threshold_c=s.fever_threshold_c,
@@ -249,11 +234,7 @@ def decide(
     if color == Color.RED:
         return Outcome(Decision.ISOLATE, Lane.ISOLATION, RED_CODE)
     if temperature is None or temperature.need_reading:
-        raise RuleViolation(
-            "temperature_needed",
-            "Please measure the temperature first.",
-            "请先测量体温。",
-        )
+        raise messages.violation(messages.TEMPERATURE_NEEDED)
     if temperature.status is TemperatureStatus.FEVER:
         return Outcome(Decision.ISOLATE, Lane.ISOLATION, FEVER)
     if temperature.status is TemperatureStatus.IMPLAUSIBLE:
@@ -268,3 +249,47 @@ def decide(
         return Outcome(Decision.POOL, Lane.MAIN, None)
     # A verifier never passes another colour as valid; treat it like a rejected claim set.
     return Outcome(Decision.REFER, Lane.STAFF, "bad_claims")
+
+
+def queue_mode(decision: Decision) -> TubeMode | None:
+    """The tube a decision samples the resident into; None when they are not sampled here."""
+    if decision is Decision.POOL:
+        return TubeMode.POOL
+    if decision is Decision.SINGLE:
+        return TubeMode.SINGLE
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Claims:
+    sub: str
+    color: str
+    name: str | None = None
+    cat: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    claims: _Claims
+    valid: bool = True
+    reason: str | None = None
+
+
+def _likely(color: Color) -> TubeMode | None:
+    """What the table decides for a valid code of ``color``, a normal temperature and no
+    recent sample: the tube the resident most likely joins."""
+    normal = TemperatureAssessment(TemperatureStatus.NORMAL, 36.5, (36.5,), 1, 0)
+    verdict = _Verdict(_Claims("probe", color.value))
+    if not needs_temperature(verdict):
+        return queue_mode(decide(verdict, None, False).decision)
+    return queue_mode(decide(verdict, normal, False).decision)
+
+
+# Asked of the table once: the station reads that tube's room with the resident's facts,
+# before the temperature is known, so most check-ins need no second read.
+_LIKELY_MODE: dict[str, TubeMode | None] = {c.value: _likely(c) for c in Color}
+
+
+def likely_mode(color: str) -> TubeMode | None:
+    """The tube a resident with a valid code of ``color`` joins if nothing else stops them."""
+    return _LIKELY_MODE.get(color)

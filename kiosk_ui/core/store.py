@@ -1,11 +1,8 @@
-"""The kiosk's tables: check-ins, tubes and their members, boxes, the waiting queue.
+"""The kiosk's SQL: check-ins, tubes and their members, boxes, the waiting queue.
 
-They live in the same SQLite file as the outbox (``edge_agent.outbox``), so a fact and its
-event commit in one transaction. The functions here read and write rows inside a
-transaction the caller (``kiosk_ui.core.station.Station``) holds; they decide nothing.
-
-Triggers guard what the rules promise even against a bug elsewhere: a tube that is no
-longer open never gains, loses or reorders a member, and a tube barcode is never used twice.
+Every statement the station runs on its own tables is here (the tables themselves and their
+migrations are in ``kiosk_ui.core.schema``). The functions read and write rows inside the
+transaction or read the caller holds (``kiosk_ui.core.ledger``); they decide nothing.
 """
 
 from __future__ import annotations
@@ -20,196 +17,8 @@ from typing import Any, NamedTuple
 import sqlite_utils
 
 from edge_agent import outbox
-from edge_agent.db import migrate, write_transaction
-
-COMPONENT = "kiosk"
-
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE checkins (
-        id INTEGER PRIMARY KEY,
-        at REAL NOT NULL,
-        day TEXT NOT NULL,
-        via TEXT NOT NULL CHECK (via IN ('code', 'manual')),
-        resident TEXT,
-        name TEXT,
-        color TEXT,
-        cat TEXT NOT NULL DEFAULT '[]',
-        readings TEXT NOT NULL DEFAULT '[]',
-        temperature_c REAL,
-        decision TEXT NOT NULL CHECK (decision IN ('pool', 'single', 'isolate', 'refer')),
-        lane TEXT NOT NULL CHECK (lane IN ('main', 'green', 'single', 'isolation', 'staff')),
-        reason TEXT,
-        staff TEXT,
-        event_seq INTEGER NOT NULL,
-        purged_at REAL
-    );
-    CREATE INDEX checkins_day ON checkins(day, decision);
-    CREATE TABLE boxes (
-        box TEXT PRIMARY KEY,
-        dispatched_at REAL NOT NULL,
-        day TEXT NOT NULL,
-        sampler TEXT NOT NULL
-    );
-    CREATE TABLE tubes (
-        tube TEXT PRIMARY KEY,
-        mode TEXT NOT NULL CHECK (mode IN ('pool', 'single')),
-        capacity INTEGER NOT NULL CHECK (capacity BETWEEN 1 AND 20),
-        state TEXT NOT NULL CHECK (state IN ('open', 'sealed', 'voided', 'dispatched')),
-        opened_at REAL NOT NULL,
-        opened_by TEXT,
-        closed_at REAL,
-        closed_day TEXT,
-        closed_by TEXT,
-        void_reason TEXT,
-        box TEXT REFERENCES boxes(box),
-        dispatched_at REAL
-    );
-    CREATE UNIQUE INDEX tubes_one_open_per_mode ON tubes(mode) WHERE state = 'open';
-    CREATE TABLE tube_members (
-        id INTEGER PRIMARY KEY,
-        tube TEXT NOT NULL REFERENCES tubes(tube),
-        resident TEXT,
-        position INTEGER,
-        checkin INTEGER REFERENCES checkins(id),
-        added_at REAL NOT NULL,
-        removed_at REAL,
-        remove_reason TEXT,
-        CHECK ((removed_at IS NULL) = (position IS NOT NULL))
-    );
-    CREATE UNIQUE INDEX tube_members_position ON tube_members(tube, position)
-        WHERE position IS NOT NULL;
-    CREATE INDEX tube_members_resident ON tube_members(resident, added_at);
-    CREATE TABLE waiting (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        mode TEXT NOT NULL CHECK (mode IN ('pool', 'single')),
-        resident TEXT NOT NULL UNIQUE,
-        checkin INTEGER NOT NULL REFERENCES checkins(id),
-        lane TEXT NOT NULL,
-        since REAL NOT NULL
-    );
-    CREATE TRIGGER tube_members_insert_only_open BEFORE INSERT ON tube_members
-    WHEN (SELECT state FROM tubes WHERE tube = NEW.tube) IS NOT 'open'
-    BEGIN SELECT RAISE(ABORT, 'tube is not open: its group cannot change'); END;
-    CREATE TRIGGER tube_members_update_only_open
-    BEFORE UPDATE OF tube, position, removed_at, checkin ON tube_members
-    WHEN (SELECT state FROM tubes WHERE tube = OLD.tube) IS NOT 'open'
-    BEGIN SELECT RAISE(ABORT, 'tube is not open: its group cannot change'); END;
-    CREATE TRIGGER tube_members_no_delete BEFORE DELETE ON tube_members
-    BEGIN SELECT RAISE(ABORT, 'tube members are never deleted'); END;
-    CREATE TRIGGER tubes_no_delete BEFORE DELETE ON tubes
-    BEGIN SELECT RAISE(ABORT, 'tubes are never deleted: a barcode stays used'); END;
-    CREATE TRIGGER tubes_no_reopen BEFORE UPDATE OF state ON tubes
-    WHEN OLD.state IN ('voided', 'dispatched')
-      OR (OLD.state = 'sealed' AND NEW.state NOT IN ('voided', 'dispatched'))
-    BEGIN SELECT RAISE(ABORT, 'a closed tube does not go back'); END;
-    """,
-    # 2: a day's check-ins are found from the first id of that day (ids grow as check-ins
-    # happen) instead of through a (day, decision) index that every check-in had to update.
-    """
-    CREATE TABLE checkin_days (
-        day TEXT PRIMARY KEY,
-        first_checkin INTEGER NOT NULL
-    );
-    INSERT INTO checkin_days(day, first_checkin) SELECT day, min(id) FROM checkins GROUP BY day;
-    DROP INDEX checkins_day;
-    """,
-    # 3: cheaper writes for every check-in. A CHECK with an IN list builds a small temporary
-    # table each time a row is written: the lists become ORs. Tube members are kept in
-    # their tube's order (clustered by tube), so the rows of the open tube are together
-    # without a (tube, position) index; a trigger keeps positions unique instead.
-    """
-    CREATE TABLE checkins_v3 (
-        id INTEGER PRIMARY KEY,
-        at REAL NOT NULL,
-        day TEXT NOT NULL,
-        via TEXT NOT NULL CHECK (via = 'code' OR via = 'manual'),
-        resident TEXT,
-        name TEXT,
-        color TEXT,
-        cat TEXT NOT NULL DEFAULT '[]',
-        readings TEXT NOT NULL DEFAULT '[]',
-        temperature_c REAL,
-        decision TEXT NOT NULL CHECK (decision = 'pool' OR decision = 'single'
-            OR decision = 'isolate' OR decision = 'refer'),
-        lane TEXT NOT NULL CHECK (lane = 'main' OR lane = 'green' OR lane = 'single'
-            OR lane = 'isolation' OR lane = 'staff'),
-        reason TEXT,
-        staff TEXT,
-        event_seq INTEGER NOT NULL,
-        purged_at REAL
-    );
-    INSERT INTO checkins_v3 SELECT * FROM checkins;
-    DROP TABLE checkins;
-    ALTER TABLE checkins_v3 RENAME TO checkins;
-    CREATE TABLE tube_members_v3 (
-        tube TEXT NOT NULL REFERENCES tubes(tube),
-        joined INTEGER NOT NULL,
-        resident TEXT,
-        position INTEGER,
-        checkin INTEGER REFERENCES checkins(id),
-        added_at REAL NOT NULL,
-        removed_at REAL,
-        remove_reason TEXT,
-        PRIMARY KEY (tube, joined),
-        CHECK ((removed_at IS NULL) = (position IS NOT NULL))
-    ) WITHOUT ROWID;
-    INSERT INTO tube_members_v3 SELECT tube, row_number() OVER (PARTITION BY tube ORDER BY id),
-        resident, position, checkin, added_at, removed_at, remove_reason FROM tube_members;
-    DROP TABLE tube_members;
-    ALTER TABLE tube_members_v3 RENAME TO tube_members;
-    CREATE INDEX tube_members_resident ON tube_members(resident, added_at);
-    CREATE TABLE waiting_v3 (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        mode TEXT NOT NULL CHECK (mode = 'pool' OR mode = 'single'),
-        resident TEXT NOT NULL UNIQUE,
-        checkin INTEGER NOT NULL REFERENCES checkins(id),
-        lane TEXT NOT NULL,
-        since REAL NOT NULL
-    );
-    INSERT INTO waiting_v3 SELECT * FROM waiting;
-    DROP TABLE waiting;
-    ALTER TABLE waiting_v3 RENAME TO waiting;
-    CREATE TRIGGER tube_members_insert_only_open BEFORE INSERT ON tube_members
-    WHEN (SELECT state FROM tubes WHERE tube = NEW.tube) IS NOT 'open'
-    BEGIN SELECT RAISE(ABORT, 'tube is not open: its group cannot change'); END;
-    CREATE TRIGGER tube_members_update_only_open
-    BEFORE UPDATE OF tube, joined, position, removed_at, checkin ON tube_members
-    WHEN (SELECT state FROM tubes WHERE tube = OLD.tube) IS NOT 'open'
-    BEGIN SELECT RAISE(ABORT, 'tube is not open: its group cannot change'); END;
-    CREATE TRIGGER tube_members_no_delete BEFORE DELETE ON tube_members
-    BEGIN SELECT RAISE(ABORT, 'tube members are never deleted'); END;
-    CREATE TRIGGER tube_members_position_taken BEFORE INSERT ON tube_members
-    WHEN NEW.position IS NOT NULL AND EXISTS (SELECT 1 FROM tube_members
-        WHERE tube = NEW.tube AND position = NEW.position)
-    BEGIN SELECT RAISE(ABORT, 'that position in the tube is taken'); END;
-    CREATE TRIGGER tube_members_position_moved_onto_another BEFORE UPDATE OF position
-    ON tube_members
-    WHEN NEW.position IS NOT NULL AND EXISTS (SELECT 1 FROM tube_members
-        WHERE tube = NEW.tube AND position = NEW.position AND joined != NEW.joined)
-    BEGIN SELECT RAISE(ABORT, 'that position in the tube is taken'); END;
-    """,
-    # 4: one trigger checks a new member (tube open, position free): one trigger program
-    # per insert instead of two.
-    """
-    DROP TRIGGER tube_members_insert_only_open;
-    DROP TRIGGER tube_members_position_taken;
-    CREATE TRIGGER tube_members_insert_checked BEFORE INSERT ON tube_members
-    BEGIN
-        SELECT RAISE(ABORT, 'tube is not open: its group cannot change')
-        WHERE (SELECT state FROM tubes WHERE tube = NEW.tube) IS NOT 'open';
-        SELECT RAISE(ABORT, 'that position in the tube is taken')
-        WHERE NEW.position IS NOT NULL AND EXISTS (SELECT 1 FROM tube_members
-            WHERE tube = NEW.tube AND position = NEW.position);
-    END;
-    """,
-]
-
-
-def install(db: sqlite_utils.Database) -> None:
-    """Create or upgrade the outbox and the kiosk tables (idempotent)."""
-    outbox.install(db)
-    migrate(db, COMPONENT, MIGRATIONS)
+from edge_agent.db import write_transaction
+from kiosk_ui.core.rules import TubeMode
 
 
 def local_day(at: float) -> str:
@@ -225,7 +34,7 @@ def _local_day(minute: int) -> str:
 @dataclass(frozen=True, slots=True)
 class Tube:
     tube: str
-    mode: str
+    mode: TubeMode
     capacity: int
     state: str
     members: tuple[str, ...]
@@ -244,7 +53,7 @@ class Tube:
 @dataclass(frozen=True, slots=True)
 class Waiting:
     resident: str
-    mode: str
+    mode: TubeMode
     lane: str
     checkin: int
     since: float
@@ -268,7 +77,7 @@ def get_tube(conn: sqlite3.Connection, tube: str) -> Tube | None:
         return None
     return Tube(
         str(row[0]),
-        str(row[1]),
+        TubeMode(row[1]),
         int(row[2]),
         str(row[3]),
         members(conn, str(row[0])),
@@ -277,7 +86,7 @@ def get_tube(conn: sqlite3.Connection, tube: str) -> Tube | None:
     )
 
 
-def open_tube(conn: sqlite3.Connection, mode: str) -> Tube | None:
+def open_tube(conn: sqlite3.Connection, mode: TubeMode) -> Tube | None:
     row = conn.execute("SELECT tube FROM tubes WHERE state = 'open' AND mode = ?", (mode,))
     found = row.fetchone()
     return None if found is None else get_tube(conn, str(found[0]))
@@ -291,7 +100,7 @@ def tubes_in_state(conn: sqlite3.Connection, state: str) -> list[Tube]:
 
 
 def insert_tube(
-    conn: sqlite3.Connection, tube: str, *, mode: str, capacity: int, sampler: str, at: float
+    conn: sqlite3.Connection, tube: str, *, mode: TubeMode, capacity: int, sampler: str, at: float
 ) -> None:
     conn.execute(
         "INSERT INTO tubes(tube, mode, capacity, state, opened_at, opened_by) "
@@ -312,7 +121,7 @@ class Room(NamedTuple):
     members: int
 
 
-def room(conn: sqlite3.Connection, mode: str) -> Room | None:
+def room(conn: sqlite3.Connection, mode: TubeMode) -> Room | None:
     """The open tube of ``mode`` when it has room and nobody waits for it, else None."""
     row = conn.execute(
         "SELECT t.tube, t.capacity, (SELECT count(*) FROM tube_members m "
@@ -471,7 +280,7 @@ class CheckinFacts(NamedTuple):
     settings: str
     last_sampled_at: float | None
     in_open_tube: bool
-    waiting_mode: str | None
+    waiting_mode: TubeMode | None
     room: Room | None
     last_seq: int
 
@@ -503,7 +312,9 @@ _CHECKIN_FACTS = (
 )
 
 
-def checkin_facts(conn: sqlite3.Connection, resident: str | None, mode: str | None) -> CheckinFacts:
+def checkin_facts(
+    conn: sqlite3.Connection, resident: str | None, mode: TubeMode | None
+) -> CheckinFacts:
     """Settings overrides, the resident's sampling history and queue place, the room."""
     row = conn.execute(_CHECKIN_FACTS, (resident, mode)).fetchone()
     room_ = None
@@ -513,24 +324,24 @@ def checkin_facts(conn: sqlite3.Connection, resident: str | None, mode: str | No
         settings=str(row[0]),
         last_sampled_at=None if row[1] is None else float(row[1]),
         in_open_tube=bool(row[2]),
-        waiting_mode=None if row[3] is None else str(row[3]),
+        waiting_mode=None if row[3] is None else TubeMode(row[3]),
         room=room_,
         last_seq=int(row[8]),
     )
 
 
-def waiting_list(conn: sqlite3.Connection, mode: str) -> list[Waiting]:
+def waiting_list(conn: sqlite3.Connection, mode: TubeMode) -> list[Waiting]:
     rows = conn.execute(
         "SELECT resident, mode, lane, checkin, since FROM waiting WHERE mode = ? ORDER BY id",
         (mode,),
     ).fetchall()
     return [
-        Waiting(str(r[0]), str(r[1]), str(r[2]), int(r[3]), float(r[4]), i)
+        Waiting(str(r[0]), TubeMode(r[1]), str(r[2]), int(r[3]), float(r[4]), i)
         for i, r in enumerate(rows, start=1)
     ]
 
 
-def anyone_waiting(conn: sqlite3.Connection, mode: str) -> bool:
+def anyone_waiting(conn: sqlite3.Connection, mode: TubeMode) -> bool:
     return (
         conn.execute("SELECT 1 FROM waiting WHERE mode = ? LIMIT 1", (mode,)).fetchone() is not None
     )
@@ -540,11 +351,11 @@ def waiting_entry(conn: sqlite3.Connection, resident: str) -> Waiting | None:
     row = conn.execute("SELECT mode FROM waiting WHERE resident = ?", (resident,)).fetchone()
     if row is None:
         return None
-    return next(w for w in waiting_list(conn, str(row[0])) if w.resident == resident)
+    return next(w for w in waiting_list(conn, TubeMode(row[0])) if w.resident == resident)
 
 
 def enqueue(
-    conn: sqlite3.Connection, mode: str, *, resident: str, checkin: int, lane: str, at: float
+    conn: sqlite3.Connection, mode: TubeMode, *, resident: str, checkin: int, lane: str, at: float
 ) -> int:
     conn.execute(
         "INSERT INTO waiting(mode, resident, checkin, lane, since) VALUES (?, ?, ?, ?, ?)",
@@ -591,3 +402,114 @@ def purge(db: sqlite_utils.Database, retention_s: float, now: float) -> PurgeRes
 
 def counts_by(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> dict[str, int]:
     return {str(k): int(n) for k, n in conn.execute(sql, tuple(args)).fetchall()}
+
+
+# -- tube and box writes ------------------------------------------------------------------------
+
+
+def seal_tube(conn: sqlite3.Connection, tube: str, *, sampler: str, at: float) -> None:
+    conn.execute(
+        "UPDATE tubes SET state = 'sealed', closed_at = ?, closed_day = ?, "
+        "closed_by = ? WHERE tube = ?",
+        (at, local_day(at), sampler, tube),
+    )
+
+
+def void_tube(conn: sqlite3.Connection, tube: str, *, sampler: str, reason: str, at: float) -> None:
+    conn.execute(
+        "UPDATE tubes SET state = 'voided', closed_at = ?, closed_day = ?, "
+        "closed_by = ?, void_reason = ? WHERE tube = ?",
+        (at, local_day(at), sampler, reason, tube),
+    )
+
+
+def dispatch_box(
+    conn: sqlite3.Connection, box: str, tubes: Sequence[str], *, sampler: str, at: float
+) -> None:
+    """Record the box and put ``tubes`` (sealed) in it."""
+    conn.execute(
+        "INSERT INTO boxes(box, dispatched_at, day, sampler) VALUES (?, ?, ?, ?)",
+        (box, at, local_day(at), sampler),
+    )
+    conn.executemany(
+        "UPDATE tubes SET state = 'dispatched', box = ?, dispatched_at = ? WHERE tube = ?",
+        [(box, at, t) for t in tubes],
+    )
+
+
+def checkin_event_seq(conn: sqlite3.Connection, checkin: int) -> int:
+    """The seq of the ``sampling.checkin.recorded`` event of a check-in."""
+    row = conn.execute("SELECT event_seq FROM checkins WHERE id = ?", (checkin,)).fetchone()
+    return int(row[0])
+
+
+def last_tube_of(conn: sqlite3.Connection, resident: str) -> Tube | None:
+    """The tube ``resident`` last joined and is still a member of, if any."""
+    row = conn.execute(
+        "SELECT t.tube FROM tube_members m JOIN tubes t ON t.tube = m.tube "
+        "WHERE m.resident = ? AND m.position IS NOT NULL ORDER BY m.added_at DESC LIMIT 1",
+        (resident,),
+    ).fetchone()
+    return None if row is None else get_tube(conn, str(row[0]))
+
+
+def note_queue(conn: sqlite3.Connection) -> None:
+    """Tell the edge agent how many residents wait (it reports it as telemetry)."""
+    n = int(conn.execute("SELECT count(*) FROM waiting").fetchone()[0])
+    outbox.set_state(conn, outbox.KIOSK_QUEUE_KEY, n)
+
+
+def settings(conn: sqlite3.Connection) -> str:
+    """The ``settings_override`` rows as ``SETTINGS_ROWS`` gives them (see CheckinFacts)."""
+    return str(conn.execute(SETTINGS_ROWS).fetchone()[0])
+
+
+# -- read models ---------------------------------------------------------------------------------
+
+
+def member_names(conn: sqlite3.Connection, members: Sequence[str]) -> list[str]:
+    """The masked names of residents as their latest check-ins recorded them ("" if none)."""
+    names: list[str] = []
+    for sub in members:
+        row = conn.execute(
+            "SELECT name FROM checkins WHERE resident = ? ORDER BY id DESC LIMIT 1", (sub,)
+        ).fetchone()
+        names.append(str(row[0]) if row is not None and row[0] else "")
+    return names
+
+
+class DayCounts(NamedTuple):
+    """One local day's figures: check-ins by decision and lane, tubes closed, boxes."""
+
+    by_decision: dict[str, int]
+    by_lane: dict[str, int]
+    tubes_sealed: int
+    tubes_voided: int
+    residents_sealed: int
+    boxes_dispatched: int
+
+
+def day_counts(conn: sqlite3.Connection, day: str) -> DayCounts:
+    by_decision = counts_by(conn, f"SELECT decision, count(*) {DAY_CHECKINS} GROUP BY 1", [day])
+    by_lane = counts_by(conn, f"SELECT lane, count(*) {DAY_CHECKINS} GROUP BY 1", [day])
+    closed = counts_by(
+        conn,
+        "SELECT CASE WHEN state = 'voided' THEN 'voided' ELSE 'sealed' END, count(*) "
+        "FROM tubes WHERE closed_day = ? GROUP BY 1",
+        [day],
+    )
+    residents = conn.execute(
+        "SELECT count(*) FROM tube_members m JOIN tubes t ON t.tube = m.tube "
+        "WHERE t.closed_day = ? AND t.state IN ('sealed', 'dispatched') "
+        "AND m.position IS NOT NULL",
+        (day,),
+    ).fetchone()[0]
+    boxes = conn.execute("SELECT count(*) FROM boxes WHERE day = ?", (day,)).fetchone()[0]
+    return DayCounts(
+        by_decision=by_decision,
+        by_lane=by_lane,
+        tubes_sealed=closed.get("sealed", 0),
+        tubes_voided=closed.get("voided", 0),
+        residents_sealed=int(residents),
+        boxes_dispatched=int(boxes),
+    )

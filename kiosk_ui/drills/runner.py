@@ -17,11 +17,11 @@ from typing import Any, Protocol, TypeVar
 
 from edge_agent import outbox
 from edge_agent.db import open_db
+from edge_agent.events import EventType
 from firmware.errors import StationError
 from firmware.hardware import SimDevices
 from firmware.thermometer import DEFAULT_ADDRESS
 from kiosk_ui.core.flow import State, View
-from kiosk_ui.core.rules import RuleViolation
 from kiosk_ui.drills.relay import LinkRelay
 from kiosk_ui.drills.scenario import (
     Expect,
@@ -36,6 +36,7 @@ from kiosk_ui.drills.scenario import (
     Touch,
     Wait,
 )
+from kiosk_ui.errors import RuleViolation
 from kiosk_ui.kiosk import PROBE_EVERY_S, Kiosk
 
 T = TypeVar("T")
@@ -297,7 +298,7 @@ class DrillRunner:
 
     def _alerts_raised(self) -> int:
         row = self._db.conn.execute(
-            "SELECT count(*) FROM outbox WHERE type = ?", (outbox.ALERT_RAISED,)
+            "SELECT count(*) FROM outbox WHERE type = ?", (EventType.ALERT_RAISED,)
         ).fetchone()
         return int(row[0])
 

@@ -35,8 +35,8 @@ from kivy.uix.screenmanager import NoTransition, ScreenManager
 
 from kiosk_ui.core.flow import State, View
 from kiosk_ui.core.i18n import LANGUAGES, Language, t
-from kiosk_ui.core.national_id import NationalIdError
 from kiosk_ui.core.rules import Thresholds
+from kiosk_ui.errors import NationalIdError
 from kiosk_ui.kiosk import Kiosk
 from kiosk_ui.panel import LinkStatus, PanelData
 from kiosk_ui.screens import fonts
