@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent import commands, outbox
-from edge_agent.agent import Agent, cpu_temperature
+from edge_agent.agent import Agent
 from edge_agent.db import write_transaction
 from edge_agent.errors import CommandError
+from edge_agent.health import cpu_temperature
 from firmware.config import SamplingSection
 from tests.support.contract import validate_event
 from tests.support.edge import (

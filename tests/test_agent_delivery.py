@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from edge_agent import outbox
-from edge_agent.agent import Agent
 from edge_agent.db import open_db
 from edge_agent.errors import StorageError
+from edge_agent.session import reconnect_delay
 from tests.support.contract import validate_event
 from tests.support.edge import (
     agent_process,
@@ -330,17 +330,9 @@ def test_unacknowledged_events_are_sent_again_after_the_ack_timeout(
     assert [e["seq"] for e in stored] == list(range(1, 41))
 
 
-def test_reconnect_backoff_is_capped_exponential_with_jitter(tmp_path: Path) -> None:
-    _, config = station_config(
-        tmp_path, "mqtt://127.0.0.1:1", reconnect_min_s=0.5, reconnect_max_s=8.0
-    )
-    db = station_db(config)
+def test_reconnect_backoff_is_capped_exponential_with_jitter() -> None:
     jitter = iter([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
-    agent = Agent(config, db, jitter=lambda: next(jitter))
-    delays = []
-    for failures in range(1, 9):
-        agent.failures = failures
-        delays.append(agent._backoff())
+    delays = [reconnect_delay(n, 0.5, 8.0, lambda: next(jitter)) for n in range(1, 9)]
     assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 4.0, 4.0]
 
 
