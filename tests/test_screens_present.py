@@ -26,6 +26,7 @@ from kiosk_ui.screens.present import (
     panel_text,
     resident_text,
     sample_views,
+    void_choices,
 )
 
 # -- the resident screen ----------------------------------------------------------------------
@@ -340,6 +341,17 @@ def test_the_keypad_hides_a_pin_and_says_what_to_type() -> None:
     )
     assert keypad_keys("pin")[9] == "" and keypad_keys("id")[9] == "X"
     assert keypad_keys("temp") == [*"123456789", ".", "0", "←"]
+
+
+def test_a_void_is_chosen_in_the_samplers_language_and_recorded_in_english() -> None:
+    assert void_choices("zh") == [
+        ("样本洒漏", "Sample spilled"),
+        ("标签错误", "Wrong label"),
+        ("可能污染", "Possibly contaminated"),
+    ]
+    assert [label for label, _ in void_choices("en")] == [
+        reason for _, reason in void_choices("zh")
+    ]
 
 
 def test_the_presenter_imports_no_kivy() -> None:

@@ -27,10 +27,7 @@ from kivy.core.window import Window
 from kivy.graphics.opengl import glFlush
 from kivy.graphics.texture import Texture
 from kivy.lang import Builder
-from kivy.uix.boxlayout import BoxLayout
-from kivy.uix.button import Button
 from kivy.uix.layout import Layout
-from kivy.uix.modalview import ModalView
 from kivy.uix.screenmanager import NoTransition, ScreenManager
 
 from kiosk_ui.core.flow import State, View
@@ -43,15 +40,22 @@ from kiosk_ui.screens import fonts
 from kiosk_ui.screens.present import (
     COLOURS,
     ID_COLORS,
-    VOID_REASONS,
     entry_text,
     keypad_keys,
     offline_banner,
     panel_text,
     resident_text,
     sample_views,
+    void_choices,
 )
-from kiosk_ui.screens.widgets import EntryScreen, MemberRow, PanelScreen, ResidentScreen
+from kiosk_ui.screens.widgets import (
+    EntryScreen,
+    MemberRow,
+    PanelScreen,
+    ResidentScreen,
+    VoidDialog,
+    fill_keypad,
+)
 from kiosk_ui.workers import LoopThread
 
 log = logging.getLogger(__name__)
@@ -318,24 +322,14 @@ class KioskApp(App):
         self._staff_action(self.kiosk.dispatch)
 
     def open_void(self) -> None:
+        """Ask why the tube is voided; the reason chosen voids it."""
         lang = self.lang
-        view = ModalView(size_hint=(0.8, 0.8), auto_dismiss=True)
-        box = BoxLayout(orientation="vertical", spacing=8, padding=12)
-        for key in VOID_REASONS:
-            reason = t(key, "en")
-            b = Button(text=t(key, lang))
-            b.bind(on_release=lambda _b, r=reason: self._void(view, r))
-            box.add_widget(b)
-        cancel = Button(text=t("panel.close", lang))
-        cancel.bind(on_release=lambda _b: view.dismiss())
-        box.add_widget(cancel)
-        view.add_widget(box)
-        view.open()
-        self.void_view = view
-
-    def _void(self, view: ModalView, reason: str) -> None:
-        view.dismiss()
-        self._staff_action(lambda: self.kiosk.void(reason))
+        self.void_view = VoidDialog(
+            void_choices(lang),
+            t("panel.close", lang),
+            lambda reason: self._staff_action(lambda: self.kiosk.void(reason)),
+        )
+        self.void_view.open()
 
     def _gather_panel(self) -> None:
         """On the core thread: what the panel shows, read from the station."""
@@ -382,12 +376,7 @@ class KioskApp(App):
         e.value = ""
         e.error = ""
         self.entry_color = "green"
-        grid = e.ids.keypad
-        grid.clear_widgets()
-        for key in keypad_keys(mode):
-            b = Button(text=key, font_size=34, height=80, disabled=not key)
-            b.bind(on_release=lambda _b, k=key: self.entry_key(k))
-            grid.add_widget(b)
+        fill_keypad(e.ids.keypad, keypad_keys(mode), self.entry_key)
         self.refresh_entry()
         self.root.current = "entry"
 

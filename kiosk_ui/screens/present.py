@@ -275,6 +275,11 @@ class EntryText:
     color_rgba: Rgba
 
 
+def void_choices(lang: Language) -> list[tuple[str, str]]:
+    """The reasons to void a tube: (what the button says, the reason recorded, in English)."""
+    return [(t(key, lang), t(key, "en")) for key in VOID_REASONS]
+
+
 def entry_text(mode: str, value: str, color: str, lang: Language) -> EntryText:
     shown = "●" * len(value) if mode == "pin" else value + ("℃" if mode == "temp" else "")
     return EntryText(

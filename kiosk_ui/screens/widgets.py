@@ -7,12 +7,15 @@ shapes; they decide nothing.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from kivy.graphics import Color, Ellipse, Line, Triangle
 from kivy.properties import BooleanProperty, ColorProperty, ListProperty, StringProperty
 from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.button import Button
 from kivy.uix.label import Label
+from kivy.uix.modalview import ModalView
 from kivy.uix.screenmanager import Screen
 from kivy.uix.widget import Widget
 
@@ -187,3 +190,39 @@ class EntryScreen(Screen):
     color_rgba = ColorProperty(ID_COLOR_RGBA["green"])
     value = StringProperty("")
     keys = ListProperty([])
+
+
+class VoidDialog(ModalView):
+    """The reasons a sampler may void a tube for, a button each, and a way back."""
+
+    def __init__(
+        self,
+        choices: Sequence[tuple[str, str]],
+        back: str,
+        on_choice: Callable[[str], None],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(size_hint=(0.8, 0.8), auto_dismiss=True, **kwargs)
+        self._on_choice = on_choice
+        box = BoxLayout(orientation="vertical", spacing=8, padding=12)
+        for label, reason in choices:
+            button = Button(text=label)
+            button.bind(on_release=lambda _b, r=reason: self._chosen(r))
+            box.add_widget(button)
+        cancel = Button(text=back)
+        cancel.bind(on_release=lambda _b: self.dismiss())
+        box.add_widget(cancel)
+        self.add_widget(box)
+
+    def _chosen(self, reason: str) -> None:
+        self.dismiss()
+        self._on_choice(reason)
+
+
+def fill_keypad(grid: Widget, keys: Sequence[str], on_key: Callable[[str], None]) -> None:
+    """Put a button per key into ``grid`` (an empty key is a blank, disabled button)."""
+    grid.clear_widgets()
+    for key in keys:
+        button = Button(text=key, font_size=34, height=80, disabled=not key)
+        button.bind(on_release=lambda _b, k=key: on_key(k))
+        grid.add_widget(button)

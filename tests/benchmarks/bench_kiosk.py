@@ -23,9 +23,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import functools
 import gc
 import json
@@ -49,6 +46,7 @@ from firmware.hardware import build_hardware
 from kiosk_ui.core.flow import State
 from kiosk_ui.drills.issuer import Issuer, jwks
 from kiosk_ui.kiosk import Kiosk, build
+from tests.benchmarks.heap import Heap
 from tests.support.config import write_config
 
 TARGET_P95_MS = 150.0
@@ -183,72 +181,6 @@ def latency(directory: Path) -> list[tuple[str, float, float]]:
     ]
 
 
-class _MallInfo2(ctypes.Structure):
-    """glibc's ``struct mallinfo2`` (glibc 2.33 and later: Bookworm has 2.36)."""
-
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
-class Heap:
-    """What the process's memory is made of: glibc's heap (in use, and free but kept),
-    SQLite's own allocations and Python's. On a libc without ``mallinfo2`` (not glibc) the
-    allocator's figures are None."""
-
-    def __init__(self) -> None:
-        self._libc: Any = None
-        with contextlib.suppress(OSError):
-            libc = ctypes.CDLL("libc.so.6")
-            if hasattr(libc, "mallinfo2") and hasattr(libc, "malloc_trim"):
-                libc.mallinfo2.restype = _MallInfo2
-                self._libc = libc
-        self._sqlite: Any = None
-        name = ctypes.util.find_library("sqlite3")
-        if name:
-            with contextlib.suppress(OSError):
-                self._sqlite = ctypes.CDLL(name)
-                self._sqlite.sqlite3_memory_used.restype = ctypes.c_int64
-
-    def in_use_mb(self) -> float | None:
-        """Bytes the allocator has handed out and not had back (live data), in MB."""
-        if self._libc is None:
-            return None
-        info = self._libc.mallinfo2()
-        return float(info.uordblks + info.hblkhd) / 2**20
-
-    def free_kept_mb(self) -> float | None:
-        """Freed memory the allocator keeps in its heaps instead of returning it, in MB."""
-        return None if self._libc is None else float(self._libc.mallinfo2().fordblks) / 2**20
-
-    def sqlite_mb(self) -> float | None:
-        """SQLite's own allocations (page caches, statements), if this is the library the
-        sqlite3 module uses (a statically linked one would count nothing here)."""
-        if self._sqlite is None:
-            return None
-        used = int(self._sqlite.sqlite3_memory_used())
-        return used / 2**20 if used > 0 else None
-
-    def trim(self) -> bool:
-        """Have glibc return its free heap memory to the system (``malloc_trim(0)``)."""
-        if self._libc is None:
-            return False
-        self._libc.malloc_trim(0)
-        return True
-
-
 @dataclass
 class MemoryRun:
     rss: dict[int, float] = field(default_factory=dict)  # MB after n residents
@@ -362,6 +294,65 @@ class Prerendered:
         self._closed.set()
 
 
+@dataclass
+class UiDrill:
+    """A 30-resident drill with the screens; what it measured goes into ``result``."""
+
+    running: Any
+    sim: Any
+    camera: Prerendered
+    mode: str
+    codes: list[str]
+    frames: list[Any]
+    temps: list[float]
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, ready: threading.Event, decided: threading.Event) -> None:
+        from kivy.clock import Clock  # noqa: PLC0415
+
+        r = self.running
+        try:
+            if not ready.wait(60):
+                raise RuntimeError("the kiosk never became ready")
+            time.sleep(0.5)
+            r.screens.call(r.frames.start)
+            for n in range(30):
+                self.resident(n, decided)
+            r.screens.call(r.frames.stop)
+            self.measured(sorted(r.frames.gaps_s))
+        finally:
+            Clock.schedule_once(lambda dt: r.app.stop(), 0)
+
+    def resident(self, n: int, decided: threading.Event) -> None:
+        kiosk, core = self.running.kiosk, self.running.core
+        if n % 10 == 0:
+            if n:
+                core.call(kiosk.seal)
+            core.call(functools.partial(kiosk.scan, f"TB20261123{n or 1:05d}"))
+        self.sim.camera.clear()
+        self.camera.frame = self.camera.blank
+        time.sleep(0.05)
+        kiosk.decoder.forget()
+        self.sim.thermometer.queue([self.temps[n]])
+        decided.clear()
+        if self.mode == "prerendered":
+            self.camera.frame = self.frames[n]
+        else:
+            self.sim.camera.show(self.codes[n])
+        decided.wait(10)
+
+    def measured(self, gaps: list[float]) -> None:
+        result = self.result
+        result["max_gap_ms"] = gaps[-1] * 1000
+        result["p99_gap_ms"] = gaps[int(len(gaps) * 0.99)] * 1000
+        result["over_one"] = sum(g * 1000 > FRAME_60FPS_MS for g in gaps)
+        result["late"] = sum(g * 1000 > FRAME_60FPS_MS * 1.5 for g in gaps)
+        result["frames"] = len(gaps)
+        result["warmed"], result["warm_s"] = self.running.app.warmed
+        result["rendered_apart"] = self.sim.camera.renders_in_helper
+        result["rendered_here"] = self.sim.camera.renders_here
+
+
 def ui_gap_child(directory: Path, mode: str) -> None:
     """In a child process: a drill with the screens; prints the frame gaps (ms).
 
@@ -397,58 +388,19 @@ def ui_gap_child(directory: Path, mode: str) -> None:
         sim.camera = SimCamera(c.width, c.height, c.fps, render_apart=False)
         hw.camera = sim.camera
     running = Running(config, hw)
-    kiosk, app, ui, core = running.kiosk, running.app, running.screens, running.core
+    drill = UiDrill(running, sim, camera, mode, codes, frames, temps)
     decided = threading.Event()
-    kiosk.views.append(lambda v: decided.set() if v.state in DONE else None)
+    running.kiosk.views.append(lambda v: decided.set() if v.state in DONE else None)
     ready = threading.Event()  # the kiosk is serving (and would have said READY=1)
-    app.on_ready.append(ready.set)
-    result: dict[str, Any] = {}
-
-    def drill() -> None:
-        from kivy.clock import Clock  # noqa: PLC0415
-
-        try:
-            if not ready.wait(60):
-                raise RuntimeError("the kiosk never became ready")
-            time.sleep(0.5)
-            ui.call(running.frames.start)
-            core.call(lambda: kiosk.scan("TB2026112300001"))
-            for n in range(30):
-                if n and n % 10 == 0:
-                    core.call(kiosk.seal)
-                    core.call(functools.partial(kiosk.scan, f"TB20261123{n:05d}"))
-                sim.camera.clear()
-                camera.frame = camera.blank
-                time.sleep(0.05)
-                kiosk.decoder.forget()
-                sim.thermometer.queue([temps[n]])
-                decided.clear()
-                if mode == "prerendered":
-                    camera.frame = frames[n]
-                else:
-                    sim.camera.show(codes[n])
-                decided.wait(10)
-            ui.call(running.frames.stop)
-            gaps = sorted(running.frames.gaps_s)
-            result["max_gap_ms"] = gaps[-1] * 1000
-            result["p99_gap_ms"] = gaps[int(len(gaps) * 0.99)] * 1000
-            result["over_one"] = sum(g * 1000 > FRAME_60FPS_MS for g in gaps)
-            result["late"] = sum(g * 1000 > FRAME_60FPS_MS * 1.5 for g in gaps)
-            result["frames"] = len(gaps)
-            result["warmed"], result["warm_s"] = app.warmed
-            result["rendered_apart"] = sim.camera.renders_in_helper
-            result["rendered_here"] = sim.camera.renders_here
-        finally:
-            Clock.schedule_once(lambda dt: app.stop(), 0)
-
-    th = threading.Thread(target=drill, daemon=True)
+    running.app.on_ready.append(ready.set)
+    th = threading.Thread(target=drill.run, args=(ready, decided), daemon=True)
     th.start()
     try:
         running.run()
     finally:
         th.join(10)
         sim.camera.close()
-    print(json.dumps(result))
+    print(json.dumps(drill.result))
 
 
 def ui_gap(directory: Path, mode: str) -> dict[str, float]:
