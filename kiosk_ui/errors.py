@@ -10,6 +10,10 @@ delivery in ``edge_agent/errors.py``)::
     ├── NationalIdError               a typed national ID number is not valid (zh and en)
     ├── CodeRejected                  a resident code failed a check (inside the verifier)
     ├── KivyError                     Kivy was imported before the kiosk configured it
+    ├── FontError                     no font with the screens' Simplified Chinese glyphs
+    ├── DrillError                    a drill's scenario file cannot be run as written
+    ├── SimulateError                 a drill cannot be set up (broker, database, relay)
+    ├── StepFailed                    a drill's step did not do what it should
     └── ConfigError                   firmware.errors
         ├── TrustFileError            the issuers' trust file cannot be used
         └── UsageError                an argument of ``station verify-code`` cannot be used
@@ -20,7 +24,7 @@ only carry them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from firmware.errors import ConfigError, StationError
 
@@ -29,9 +33,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CodeRejected",
+    "DrillError",
+    "FontError",
     "KivyError",
     "NationalIdError",
     "RuleViolation",
+    "SimulateError",
+    "StepFailed",
     "TrustFileError",
     "UsageError",
 ]
@@ -78,6 +86,32 @@ class CodeRejected(StationError):
 
 class KivyError(StationError):
     """Kivy was imported before the kiosk could configure it."""
+
+
+class FontError(StationError):
+    """No font with the Simplified Chinese glyphs the screens need was found."""
+
+
+class DrillError(StationError):
+    """The scenario file cannot be run as written."""
+
+
+class SimulateError(StationError):
+    """The drill could not be set up (not the drill failing: that is a step's failure)."""
+
+
+class _Step(Protocol):
+    def describe(self) -> str: ...
+
+
+class StepFailed(StationError):
+    """A drill's step did not do what it should (or an ``expect`` did not hold)."""
+
+    def __init__(self, index: int, step: _Step, why: str) -> None:
+        self.index = index
+        self.step = step
+        self.why = why
+        super().__init__(f"step {index + 1} (steps[{index}]) {step.describe()}: {why}")
 
 
 class TrustFileError(ConfigError):

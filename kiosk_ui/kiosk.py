@@ -30,7 +30,7 @@ from firmware.camera import Frame
 from firmware.config import StationConfig
 from firmware.errors import CameraError, StationError
 from firmware.hardware import Hardware, build_hardware
-from kiosk_ui.core import national_id
+from kiosk_ui.core import messages, national_id
 from kiosk_ui.core.checkins import Verifier
 from kiosk_ui.core.codes import CodeVerifier, TrustStore
 from kiosk_ui.core.flow import KioskFlow, StaffLock, State, View, load_secret_hashes
@@ -38,7 +38,7 @@ from kiosk_ui.core.rules import TubeMode
 from kiosk_ui.core.station import Station
 from kiosk_ui.core.tubes import DispatchResult, ScanResult, TubeResult
 from kiosk_ui.errors import RuleViolation
-from kiosk_ui.panel import LinkStatus, PanelData, PanelMessage, scan_box_first
+from kiosk_ui.panel import LinkStatus, PanelData, PanelMessage
 from kiosk_ui.workers import (
     MEASURE_TIMEOUT_S,
     LoopThread,
@@ -278,7 +278,7 @@ class Kiosk:
             last = self.last_scan
             box = last.box if isinstance(last, ScanResult) else None
             if not box:
-                raise scan_box_first()
+                raise messages.violation(messages.SCAN_BOX_FIRST)
         result = self.station.dispatch(box, self.sampler)
         self._done(
             f"Box {result.box} dispatched with {len(result.tubes)} tubes.",

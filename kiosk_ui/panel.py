@@ -7,10 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from kiosk_ui.core import messages
 from kiosk_ui.core.store import Tube
 from kiosk_ui.core.views import Counters
-from kiosk_ui.errors import RuleViolation
 
 
 @dataclass
@@ -52,7 +50,3 @@ class PanelData:
     fault: bool
     alerts: tuple[tuple[str, str], ...]  # the latest alerts: (kind, local time)
     message: PanelMessage | None
-
-
-def scan_box_first() -> RuleViolation:
-    return messages.violation(messages.SCAN_BOX_FIRST)

@@ -14,7 +14,6 @@ from kiosk_ui.drills.scenario import (
     EXPECT_KEYS,
     STEP_KEYS,
     Distort,
-    DrillError,
     Expect,
     Gateway,
     ManualId,
@@ -25,6 +24,7 @@ from kiosk_ui.drills.scenario import (
     load,
     parse,
 )
+from kiosk_ui.errors import DrillError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 import pytest
 
 from firmware.config import load_config
-from kiosk_ui.drills.runner import DrillRunner, StepFailed
+from kiosk_ui.drills.runner import DrillRunner
 from kiosk_ui.drills.scenario import Scenario, parse
+from kiosk_ui.errors import StepFailed
 from kiosk_ui.kiosk import KioskCore, build
 from tests.support.drills import drill_config
 

@@ -29,6 +29,7 @@ from PIL import Image, ImageChops, ImageFont
 from kiosk_ui.core.flow import hash_secret
 from kiosk_ui.core.i18n import STRINGS, all_text, missing, t
 from kiosk_ui.drills.issuer import Issuer, jwks
+from kiosk_ui.errors import FontError
 from kiosk_ui.screens import fonts
 from tests.support.config import write_config
 
@@ -587,7 +588,7 @@ def test_the_font_is_the_simplified_chinese_face(tmp_path: Path) -> None:
 
 
 def test_no_font_gives_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(fonts.FontError, match="fonts-noto-cjk"):
+    with pytest.raises(FontError, match="fonts-noto-cjk"):
         fonts.find_fonts(dirs=(tmp_path,), cache_dir=tmp_path)
 
 

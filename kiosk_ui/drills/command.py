@@ -36,8 +36,9 @@ from kiosk_ui.drills.agent import AgentProcess, agent_config
 from kiosk_ui.drills.demo import write_drills
 from kiosk_ui.drills.relay import LinkRelay
 from kiosk_ui.drills.runner import DrillRunner, Ui
-from kiosk_ui.drills.scenario import Scenario, SimulateError
+from kiosk_ui.drills.scenario import Scenario
 from kiosk_ui.drills.watch import EventWatch
+from kiosk_ui.errors import SimulateError
 from kiosk_ui.kiosk import Kiosk, build
 from kiosk_ui.kiosk_cli import prepare_kivy
 from kiosk_ui.workers import LoopThread

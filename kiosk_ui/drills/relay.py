@@ -9,7 +9,7 @@ import selectors
 import socket
 import threading
 
-from kiosk_ui.drills.scenario import SimulateError
+from kiosk_ui.errors import SimulateError
 
 log = logging.getLogger(__name__)
 

@@ -30,13 +30,12 @@ from kiosk_ui.drills.scenario import (
     Scan,
     Scenario,
     Show,
-    SimulateError,
     Step,
     ThermometerState,
     Touch,
     Wait,
 )
-from kiosk_ui.errors import RuleViolation
+from kiosk_ui.errors import RuleViolation, SimulateError, StepFailed
 from kiosk_ui.kiosk import PROBE_EVERY_S, Kiosk
 
 T = TypeVar("T")
@@ -52,16 +51,6 @@ SETTLED = frozenset(
     }
 )
 _MISSING = object()
-
-
-class StepFailed(StationError):
-    """A drill's step did not do what it should (or an ``expect`` did not hold)."""
-
-    def __init__(self, index: int, step: Step, why: str) -> None:
-        self.index = index
-        self.step = step
-        self.why = why
-        super().__init__(f"step {index + 1} (steps[{index}]) {step.describe()}: {why}")
 
 
 class Ui(Protocol):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware.errors import StationError
+from kiosk_ui.errors import DrillError
 
 TOUCH_ACTIONS = ("seal", "void", "remove", "dispatch")
 DISTORT_KEYS = ("rotate", "blur", "scale", "noise")
@@ -55,14 +55,6 @@ STEP_KEYS: dict[str, tuple[str, ...]] = {
     "gateway": (),
     "thermometer": (),
 }
-
-
-class DrillError(StationError):
-    """The scenario file cannot be run as written."""
-
-
-class SimulateError(StationError):
-    """The drill could not be set up (not the drill failing: that is a step's failure)."""
 
 
 @dataclass(frozen=True)

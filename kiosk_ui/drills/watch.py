@@ -24,7 +24,7 @@ from edge_agent.link import (
     Message,
 )
 from firmware.config import StationConfig
-from kiosk_ui.drills.scenario import SimulateError
+from kiosk_ui.errors import SimulateError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import ImageFont
 
-from firmware.errors import StationError
+from kiosk_ui.errors import FontError
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,6 @@ FONT_DIRS = (
 FAMILY = "Noto Sans CJK SC"
 STANDALONE = {"Regular": "NotoSansCJKsc-Regular.otf", "Bold": "NotoSansCJKsc-Bold.otf"}
 COLLECTION = {"Regular": "NotoSansCJK-Regular.ttc", "Bold": "NotoSansCJK-Bold.ttc"}
-
-
-class FontError(StationError):
-    """No font with the Simplified Chinese glyphs the screens need was found."""
 
 
 @dataclass(frozen=True)
