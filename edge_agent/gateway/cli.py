@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol, cast
 
+from edge_agent.gateway import web
 from edge_agent.gateway.consumer import Gateway, subscriptions
 from edge_agent.gateway.intake import Intake
 from edge_agent.gateway.store import open_store
@@ -32,6 +33,7 @@ SESSION_EXPIRY_S = 60
 # action -> (module, one-line help)
 ACTIONS: dict[str, tuple[str, str]] = {
     "status": ("edge_agent.gateway.status", "per station: acknowledged through, gaps, online"),
+    "report": ("edge_agent.gateway.report", "the day's counts per station and hour, csv or xlsx"),
 }
 
 
@@ -72,6 +74,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-plaintext", action="store_true", help="accept mqtt:// (development only)"
     )
+    web.configure(parser)
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     for name, (_module, help_text) in ACTIONS.items():
         _load(name).configure(sub.add_parser(name, help=help_text, description=help_text))
@@ -131,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
     check_transport(settings)
     intake = Intake(read_stations(args.stations) if args.stations else None)
     store = open_store(args.db)
+    page = None
     try:
+        page = web.from_args(args, store)  # the live page, when --http asks for it
         gateway = Gateway(store, settings, intake=intake)
 
         def _stop(_signum: int, _frame: FrameType | None) -> None:
@@ -142,5 +147,7 @@ def run(args: argparse.Namespace) -> int:
         gateway.run()
         log.info("gateway stopped: %s", gateway.stats.summary())
     finally:
+        if page is not None:
+            page.close()
         store.close()
     return 0
