@@ -6,6 +6,7 @@ owns paho.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from edge_agent.link import (
     LinkSettings,
     Message,
 )
+from edge_agent.session import Topics, link_settings
 from firmware.config import StationConfig
 from kiosk_ui.errors import SimulateError
 
@@ -33,22 +35,14 @@ DETAIL_KEYS = ("decision", "lane", "tube", "position", "kind", "box", "reason")
 
 
 def watch_settings(config: StationConfig) -> LinkSettings:
-    """A listener on the station's events topic, with the station's broker settings and a
-    session the broker forgets when it leaves."""
-    b = config.broker
-    return LinkSettings(
-        host=b.host,
-        port=b.port,
+    """The agent's own link settings (broker, TLS, credentials), as a listener on the
+    station's events topic: its own client id, no Will, a session the broker forgets."""
+    return dataclasses.replace(
+        link_settings(config),
         client_id=f"drill-watch-{os.getpid()}",
-        tls=b.tls,
-        allow_plaintext=b.allow_plaintext,
-        ca_file=b.ca_file,
-        cert_file=b.cert_file,
-        key_file=b.key_file,
-        username=b.username,
-        password_file=b.password_file,
+        will=None,
         session_expiry_s=0,
-        subscriptions=((f"{config.topic_prefix}/events", 1),),
+        subscriptions=((Topics.of(config.topic_prefix).events, 1),),
     )
 
 
