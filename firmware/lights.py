@@ -4,7 +4,6 @@ Stable interface:
 
 - :class:`LaneLights` ``(pins, pin_factory)`` -- ``show(state, lane=None)``,
   ``snapshot() -> {signal: state}``, ``outputs() -> {output: bool}``, ``close()``.
-- :func:`lights_for` -- the station state that shows a check-in decision.
 
 The hardware is three signals (the names ``snapshot`` uses, also the drills' ``expect.lights``
 keys):
@@ -35,9 +34,8 @@ Station states and what each signal shows:
 =========================== ======== ======== ==========
 
 The single-sample desk has no light of its own: its residents enter through the main
-entrance (main go) and the screen tells them which desk. Check-in decisions map as
-:func:`lights_for` says: pool/main -> go main, pool/green -> go green, single -> go single,
-isolate -> isolate, refer -> stop, waiting for a tube -> wait.
+entrance (main go) and the screen tells them which desk. Which state shows a check-in is the
+kiosk's to say (``kiosk_ui.core.flow.light_for``); the lights know states and lanes only.
 
 No two conflicting states ever show at once: every change first turns every output off
 (stopping any blinking) and only then lights the new pattern, under one lock; and a plan that
@@ -83,29 +81,6 @@ _PATTERNS: dict[tuple[str, str], dict[str, Blink]] = {
     ("isolation", "idle"): {},
     ("isolation", "isolate"): {"isolation_beacon": BEACON, "buzzer": BEEPS},
 }
-
-_DECISIONS: dict[tuple[str, str | None], tuple[State, str | None]] = {
-    ("pool", "main"): ("go", "main"),
-    ("pool", "green"): ("go", "green"),
-    ("single", "single"): ("go", "single"),
-    ("isolate", "isolation"): ("isolate", None),
-    ("refer", "staff"): ("stop", None),
-}
-
-
-def lights_for(decision: str, lane: str | None) -> tuple[State, str | None]:
-    """The ``show`` arguments for a check-in decision and its lane (``wait`` for a resident
-    waiting for a tube: ``lights_for("wait", None)``)."""
-    if decision == "wait":
-        return ("wait", None)
-    if decision == "isolate":
-        return ("isolate", None)
-    if decision == "refer":
-        return ("stop", None)
-    try:
-        return _DECISIONS[(decision, lane)]
-    except KeyError:
-        raise LightsError(f"no light shows decision {decision!r} with lane {lane!r}") from None
 
 
 def plan(state: str, lane: str | None = None) -> dict[str, str]:

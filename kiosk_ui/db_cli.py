@@ -20,7 +20,7 @@ from typing import Any
 from edge_agent import outbox
 from edge_agent.db import open_db
 from firmware.config import DEFAULT_CONFIG_PATH, load_config
-from kiosk_ui.core import schema, store
+from kiosk_ui.core import reports, schema, store
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +68,7 @@ def stats(db: Any, path: Path, now: float) -> dict[str, Any]:
     def one(sql: str) -> int:
         return int(conn.execute(sql).fetchone()[0])
 
-    tubes = store.counts_by(conn, "SELECT state, count(*) FROM tubes GROUP BY 1", [])
+    tubes = reports.counts_by(conn, "SELECT state, count(*) FROM tubes GROUP BY 1", [])
     return {
         "last_seq": o.last_seq,
         "undelivered": o.depth,
@@ -77,7 +77,7 @@ def stats(db: Any, path: Path, now: float) -> dict[str, Any]:
         "checkins": one("SELECT count(*) FROM checkins"),
         "checkins_today": int(
             conn.execute(
-                f"SELECT count(*) {store.DAY_CHECKINS}", (store.local_day(now),)
+                f"SELECT count(*) {reports.DAY_CHECKINS}", (store.local_day(now),)
             ).fetchone()[0]
         ),
         "checkins_purged": one("SELECT count(*) FROM checkins WHERE purged_at IS NOT NULL"),

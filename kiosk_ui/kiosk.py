@@ -33,8 +33,9 @@ from firmware.hardware import Hardware, build_hardware
 from kiosk_ui.core import messages, national_id
 from kiosk_ui.core.checkins import Verifier
 from kiosk_ui.core.codes import CodeVerifier, TrustStore
-from kiosk_ui.core.flow import KioskFlow, StaffLock, State, View, load_secret_hashes
+from kiosk_ui.core.flow import KioskFlow, State, View
 from kiosk_ui.core.rules import TubeMode
+from kiosk_ui.core.staff_lock import StaffLock, load_secret_hashes
 from kiosk_ui.core.station import Station
 from kiosk_ui.core.tubes import DispatchResult, ScanResult, TubeResult
 from kiosk_ui.errors import RuleViolation
@@ -90,7 +91,7 @@ class Kiosk:
             result_timeout_s=config.kiosk.result_timeout_s,
             measure=self._request_measure,
             on_view=self._view,
-            set_lights=hardware.lights.show,  # type: ignore[arg-type]
+            set_lights=hardware.lights.show,
             speak=self._speak,
         )
         self.measure = MeasureWorker(

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from firmware.config import DEFAULT_CONFIG_PATH, load_config
-from kiosk_ui.core.flow import hash_secret
+from kiosk_ui.core.staff_lock import hash_secret
 from kiosk_ui.errors import KivyError
 
 SCREEN_SIZE = (800, 480)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from firmware.config import LightsSection, parse_config
 from firmware.errors import ConfigError, LightsError, PinMapError
-from firmware.lights import GREEN_OUTPUTS, OUTPUTS, STATES, LaneLights, lights_for, plan
+from firmware.lights import GREEN_OUTPUTS, OUTPUTS, STATES, LaneLights, plan
 from tests.support.config import BASE
 from tests.support.pin_timeline import TimelineFactory, phases, wait_until
 
@@ -229,17 +229,6 @@ def test_bad_states_and_lanes_are_refused(lights) -> None:
         lights.show("go")
     with pytest.raises(LightsError, match="needs lane"):
         lights.show("go", "isolation")
-
-
-def test_decisions_map_to_lights() -> None:
-    assert lights_for("pool", "main") == ("go", "main")
-    assert lights_for("pool", "green") == ("go", "green")
-    assert lights_for("single", "single") == ("go", "single")
-    assert lights_for("isolate", "isolation") == ("isolate", None)
-    assert lights_for("refer", "staff") == ("stop", None)
-    assert lights_for("wait", None) == ("wait", None)
-    with pytest.raises(LightsError):
-        lights_for("pool", "isolation")
 
 
 def test_lamp_test_lights_one_output_alone(factory, lights) -> None:

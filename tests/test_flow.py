@@ -18,19 +18,18 @@ from hypothesis import strategies as st
 
 from firmware.errors import ConfigError
 from firmware.hardware import build_lights
-from firmware.lights import LaneLights
+from firmware.lights import LaneLights, plan
 from kiosk_ui.core import national_id
 from kiosk_ui.core.flow import (
     TRANSITIONS,
     FaultKind,
     KioskFlow,
-    StaffLock,
     State,
     View,
-    hash_secret,
     light_for,
-    load_secret_hashes,
 )
+from kiosk_ui.core.rules import Decision, Lane
+from kiosk_ui.core.staff_lock import StaffLock, hash_secret, load_secret_hashes
 from kiosk_ui.core.station import Station
 from kiosk_ui.errors import RuleViolation
 from tests.support.contract import check_outbox
@@ -81,7 +80,7 @@ def kiosk(tmp_path: Path) -> Iterator[Kiosk]:
         result_timeout_s=6.0,
         measure=lambda: k.measures.append(1),
         on_view=k.views.append,
-        set_lights=lights.show,  # type: ignore[arg-type]
+        set_lights=lights.show,
         speak=k.spoken.append,
         clock=clock,
     )
@@ -467,7 +466,7 @@ def test_any_sequence_of_events_keeps_the_machine_consistent(seq: list[tuple[str
         )
         lights = build_lights(config.hardware)
         with Station.open(config, codes, clock=clock) as station:
-            flow = KioskFlow(station, set_lights=lights.show, clock=clock)  # type: ignore[arg-type]
+            flow = KioskFlow(station, set_lights=lights.show, clock=clock)
             flow.start()
             for kind, arg in seq:
                 before = flow.state
@@ -519,3 +518,24 @@ def test_a_resident_who_walks_away_during_the_check_is_given_up(kiosk: Kiosk) ->
     kiosk.flow.manual_temperature(36.5)  # too late: nobody is pending
     assert kiosk.flow.state is State.IDLE
     assert events(kiosk.station) == [("sampling.tube.opened", events(kiosk.station)[0][1])]
+
+
+@pytest.mark.parametrize(
+    ("view", "shown"),
+    [
+        (View(State.RESULT, 0.0, decision=Decision.POOL, lane=Lane.MAIN), ("go", "main")),
+        (View(State.RESULT, 0.0, decision=Decision.POOL, lane=Lane.GREEN), ("go", "green")),
+        (View(State.RESULT, 0.0, decision=Decision.SINGLE, lane=Lane.SINGLE), ("go", "single")),
+        (
+            View(State.ISOLATION, 0.0, decision=Decision.ISOLATE, lane=Lane.ISOLATION),
+            ("isolate", None),
+        ),
+        (View(State.STAFF, 0.0, decision=Decision.REFER, lane=Lane.STAFF), ("stop", None)),
+        (View(State.WAIT, 0.0, decision=Decision.POOL, lane=Lane.MAIN), ("wait", None)),
+    ],
+)
+def test_each_decision_shows_on_the_lights_as_they_can_show_it(
+    view: View, shown: tuple[str, str | None]
+) -> None:
+    assert light_for(view) == shown
+    plan(*light_for(view))  # the lights accept it (LightsError otherwise)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kiosk_ui.cli import main
-from kiosk_ui.core.flow import StaffLock, load_secret_hashes
+from kiosk_ui.core.staff_lock import StaffLock, load_secret_hashes
 from tests.support.drills import TRUST, drill_config
 
 ROOT = Path(__file__).resolve().parents[1]

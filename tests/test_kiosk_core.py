@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from firmware.config import load_config
-from kiosk_ui.core.flow import hash_secret
+from kiosk_ui.core.staff_lock import hash_secret
 from kiosk_ui.core.tubes import DispatchResult, ScanResult, TubeResult
 from kiosk_ui.kiosk import KioskCore, build
 from tests.support.drills import drill_config

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from PIL import Image, ImageChops, ImageFont
 
-from kiosk_ui.core.flow import hash_secret
 from kiosk_ui.core.i18n import STRINGS, all_text, missing, t
+from kiosk_ui.core.staff_lock import hash_secret
 from kiosk_ui.drills.issuer import Issuer, jwks
 from kiosk_ui.errors import FontError
 from kiosk_ui.screens import fonts

@@ -18,7 +18,7 @@ from edge_agent import outbox
 from edge_agent.db import migrate, open_db, write_transaction
 from edge_agent.errors import StorageError
 from kiosk_ui.cli import main as station_main
-from kiosk_ui.core import schema, store
+from kiosk_ui.core import reports, schema, store
 from kiosk_ui.core.station import Station
 from tests.support.config import write_config
 from tests.support.contract import check_outbox
@@ -237,7 +237,7 @@ def test_check_ins_of_the_first_schema_keep_their_days(tmp_path: Path) -> None:
         ("2026-11-21", 1),
         ("2026-11-22", 2),
     ]
-    count = f"SELECT count(*) {store.DAY_CHECKINS}"
+    count = f"SELECT count(*) {reports.DAY_CHECKINS}"
     assert [db.conn.execute(count, (d,)).fetchone()[0] for d in ("2026-11-22", "2026-11-23")] == [
         2,
         0,

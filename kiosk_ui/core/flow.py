@@ -22,24 +22,28 @@ only asks for it (``measure``) and hears back through :meth:`reading` or
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
-import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum, StrEnum
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge_agent.errors import StorageError
-from firmware.errors import ConfigError, StationError
-from kiosk_ui.core import messages
-from kiosk_ui.core.rules import TemperatureAssessment, Thresholds
+from firmware.errors import StationError
+from kiosk_ui.core import messages, rules
+from kiosk_ui.core.rules import (
+    Decision,
+    Lane,
+    TemperatureAssessment,
+    Thresholds,
+    TubeMode,
+    VerdictLike,
+)
 from kiosk_ui.errors import RuleViolation
+
+if TYPE_CHECKING:  # the names only: firmware.lights drives GPIO through gpiozero
+    from firmware.lights import State as LightState
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +96,9 @@ class CheckinLike(Protocol):
     @property
     def name(self) -> str | None: ...
     @property
-    def decision(self) -> str: ...
+    def decision(self) -> Decision: ...
     @property
-    def lane(self) -> str: ...
+    def lane(self) -> Lane: ...
     @property
     def reason(self) -> str | None: ...
     @property
@@ -123,10 +127,10 @@ class TubeLike(Protocol):
 class StationPort(Protocol):
     """The part of ``kiosk_ui.core.station.Station`` the flow uses."""
 
-    def verify(self, text: str) -> Any: ...
-    def needs_temperature(self, verdict: Any) -> bool: ...
+    def verify(self, text: str) -> VerdictLike: ...
+    def needs_temperature(self, verdict: VerdictLike) -> bool: ...
     def assess(self, readings: Sequence[float]) -> TemperatureAssessment: ...
-    def check_in(self, verdict: Any, readings: Sequence[float] = ()) -> Any: ...
+    def check_in(self, verdict: VerdictLike, readings: Sequence[float] = ()) -> CheckinLike: ...
     def check_in_manual(
         self,
         sub: str,
@@ -136,11 +140,11 @@ class StationPort(Protocol):
         readings: Sequence[float] = (),
         name: str | None = None,
         cat: Sequence[str] = (),
-    ) -> Any: ...
-    def open_tube(self, mode: Any = ...) -> Any: ...
+    ) -> CheckinLike: ...
+    def open_tube(self, mode: TubeMode = ...) -> TubeLike | None: ...
     def thresholds(self) -> Thresholds: ...
-    def raise_alert(self, kind: str, detail: str, *, device: str | None = None) -> Any: ...
-    def clear_alert(self, kind: str, detail: str, *, device: str | None = None) -> Any: ...
+    def raise_alert(self, kind: str, detail: str, *, device: str | None = None) -> object: ...
+    def clear_alert(self, kind: str, detail: str, *, device: str | None = None) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -149,8 +153,8 @@ class View:
 
     state: State
     since: float
-    decision: str | None = None
-    lane: str | None = None
+    decision: Decision | None = None
+    lane: Lane | None = None
     reason: str | None = None
     name: str | None = None
     resident: str | None = None
@@ -164,7 +168,7 @@ class View:
     message_en: str | None = None  # a rule's or fault's own words
     message_zh: str | None = None
     fault: FaultKind | None = None
-    light: str = "idle"  # the station state the lane lights show (firmware.lights)
+    light: LightState = "idle"  # the station state the lane lights show (firmware.lights)
     light_lane: str | None = None
 
     def message(self, language: str) -> str | None:
@@ -175,14 +179,14 @@ class View:
 class _Pending:
     """The resident being served: a verified code, or one staff identified by hand."""
 
-    verdict: Any = None
+    verdict: VerdictLike | None = None
     manual_sub: str | None = None
     manual_color: str = "green"
     staff: str | None = None
     readings: list[float] = field(default_factory=list)
 
 
-def light_for(view: View) -> tuple[str, str | None]:
+def light_for(view: View) -> tuple[LightState, str | None]:
     """What the lane lights show for a view (``LaneLights.show(state, lane)``).
 
     Colour is for those who see it from afar; the screen always says it in words too.
@@ -212,7 +216,7 @@ class KioskFlow:
         result_timeout_s: float = 6.0,
         measure: Callable[[], None] = lambda: None,
         on_view: Callable[[View], None] = lambda v: None,
-        set_lights: Callable[[str, str | None], None] = lambda state, lane: None,
+        set_lights: Callable[[LightState, str | None], None] = lambda state, lane: None,
         speak: Callable[[View], None] = lambda v: None,
         clock: Callable[[], float] = time.monotonic,
         abandon_s: float = ABANDON_S,
@@ -355,7 +359,7 @@ class KioskFlow:
         the screen already says what is wrong, and the next write shows a storage fault."""
         try:
             record()
-        except (StorageError, sqlite3.Error) as exc:
+        except StorageError as exc:
             log.error("alert not recorded: %s", exc)
 
     def camera_fault(self, detail: str) -> None:
@@ -383,7 +387,7 @@ class KioskFlow:
         self._guard(self._recheck_wait)
 
     def _recheck_wait(self) -> None:
-        mode = "single" if self.view.decision == "single" else "pool"
+        mode = TubeMode.SINGLE if self.view.decision is Decision.SINGLE else TubeMode.POOL
         tube = self.station.open_tube(mode)
         who = self.view.resident
         if tube is None or who not in tube.members:
@@ -398,7 +402,7 @@ class KioskFlow:
                 position=position,
                 capacity=tube.capacity,
                 queue_place=None,
-                prompt="result.go" if mode == "pool" else "result.single",
+                prompt="result.go" if mode is TubeMode.POOL else "result.single",
             )
         )
 
@@ -446,18 +450,19 @@ class KioskFlow:
                 p.manual_sub, p.manual_color, staff=p.staff, readings=p.readings
             )
         else:
+            assert p.verdict is not None
             result = self.station.check_in(p.verdict, p.readings)
         self._pending = None
         self.last_result = result
         self._enter(self._result_view(result))
 
     def _result_view(self, r: CheckinLike) -> View:
-        decision = str(r.decision)
+        decision = Decision(r.decision)
         base = View(
             State.RESULT,
             since=self.clock(),
             decision=decision,
-            lane=str(r.lane),
+            lane=Lane(r.lane),
             reason=r.reason,
             name=r.name,
             resident=r.resident,
@@ -467,13 +472,13 @@ class KioskFlow:
             capacity=r.capacity,
             queue_place=r.queue_place,
         )
-        if decision == "isolate":
-            prompt = "isolation.red" if r.reason == "red_code" else "isolation.fever"
+        if decision is Decision.ISOLATE:
+            prompt = "isolation.red" if r.reason == rules.RED_CODE else "isolation.fever"
             return replace(base, state=State.ISOLATION, prompt=prompt)
-        if decision == "refer":
+        if decision is Decision.REFER:
             return replace(base, state=State.STAFF, prompt=f"reason.{r.reason}")
         if r.waiting:
-            mode = "single" if decision == "single" else "pool"
+            mode = TubeMode.SINGLE if decision is Decision.SINGLE else TubeMode.POOL
             tube = self.station.open_tube(mode)
             full = tube is not None
             return replace(
@@ -482,7 +487,8 @@ class KioskFlow:
                 tube_full=full,
                 prompt="wait.full" if full else "wait.no_tube",
             )
-        return replace(base, prompt="result.single" if decision == "single" else "result.go")
+        single = decision is Decision.SINGLE
+        return replace(base, prompt="result.single" if single else "result.go")
 
     def _violation(self, exc: RuleViolation) -> None:
         self._pending = None
@@ -534,97 +540,12 @@ class KioskFlow:
             fn(*args)
         except RuleViolation as exc:
             self._violation(exc)
-        except (StorageError, sqlite3.Error) as exc:
-            # A read that fails is as much a storage fault as a write that did not commit.
+        except StorageError as exc:
+            # A read that fails is as much a storage fault as a write that did not commit
+            # (the station raises StorageError for both).
             log.error("storage: %s", exc)
             self._fault(FaultKind.STORAGE, str(exc))
         except Exception as exc:
             # The failsafe: a kiosk that guesses is worse than one that calls the staff.
             log.exception("kiosk flow failed in %s", self.state)
             self._fault(FaultKind.INTERNAL, f"{type(exc).__name__}: {exc}")
-
-
-# -- the sampler panel's lock ---------------------------------------------------------------
-
-PIN_ITERATIONS = 200_000
-
-
-def hash_secret(secret: str, iterations: int = PIN_ITERATIONS, salt: bytes | None = None) -> str:
-    """One line of ``kiosk.staff_pin_file``: ``pbkdf2_sha256$iterations$salt$hash``."""
-    salt = salt or secrets.token_bytes(16)
-    digest = hashlib.pbkdf2_hmac("sha256", secret.encode(), salt, iterations)
-    b64 = base64.urlsafe_b64encode
-    return f"pbkdf2_sha256${iterations}${b64(salt).decode()}${b64(digest).decode()}"
-
-
-def _check(secret: str, line: str) -> bool:
-    try:
-        algo, iterations, salt, digest = line.split("$")
-        if algo != "pbkdf2_sha256":
-            return False
-        got = hashlib.pbkdf2_hmac(
-            "sha256", secret.encode(), base64.urlsafe_b64decode(salt), int(iterations)
-        )
-        return hmac.compare_digest(got, base64.urlsafe_b64decode(digest))
-    except ValueError:
-        return False
-
-
-def load_secret_hashes(path: Path | None) -> list[str]:
-    """The PIN and badge hashes of ``kiosk.staff_pin_file`` (one per line, # comments)."""
-    if path is None:
-        return []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError("kiosk.staff_pin_file", [f"{path}: {exc.strerror}"]) from None
-    hashes = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-    bad = [h for h in hashes if h.count("$") != 3 or not h.startswith("pbkdf2_sha256$")]
-    if bad:
-        raise ConfigError(
-            "kiosk.staff_pin_file",
-            [f"{path}: a line is not a pbkdf2_sha256 hash (station kiosk --hash-pin makes one)"],
-        )
-    return hashes
-
-
-class StaffLock:
-    """The sampler panel's lock: a PIN or a badge opens it, inactivity closes it again."""
-
-    def __init__(
-        self,
-        hashes: Sequence[str],
-        lock_after_s: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.hashes = list(hashes)
-        self.lock_after_s = lock_after_s
-        self.clock = clock
-        self._last: float | None = None
-        self.who: str | None = None
-
-    @property
-    def unlocked(self) -> bool:
-        if self._last is None:
-            return False
-        if self.clock() - self._last >= self.lock_after_s:
-            self.lock()
-            return False
-        return True
-
-    def unlock(self, secret: str, who: str = "staff") -> bool:
-        """True (and unlocked) when ``secret`` matches one of the PIN or badge hashes."""
-        if secret and any(_check(secret, h) for h in self.hashes):
-            self._last = self.clock()
-            self.who = who
-            return True
-        return False
-
-    def touch(self) -> None:
-        """A staff touch: the panel stays open for another ``lock_after_s``."""
-        if self.unlocked:
-            self._last = self.clock()
-
-    def lock(self) -> None:
-        self._last = None
-        self.who = None

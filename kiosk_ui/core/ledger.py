@@ -47,10 +47,13 @@ class Ledger:
         lock: threading.RLock | None = None,
     ) -> None:
         self.db = db
-        self.conn: sqlite3.Connection = db.conn
         self.clock = clock
         self.source = source
         self.lock = lock if lock is not None else threading.RLock()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.db.conn
 
     def write(self) -> Tx:
         """One write transaction with its events: ``with ledger.write() as tx``."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from edge_agent import outbox
 from edge_agent.events import EventType
-from kiosk_ui.core import barcodes, store
+from kiosk_ui.core import barcodes, reports, store
 from kiosk_ui.core.ledger import Ledger
 from kiosk_ui.core.rules import TubeMode
 from kiosk_ui.core.store import Tube, Waiting
@@ -65,7 +65,7 @@ class StationViews:
     def counters(self) -> Counters:
         with self.ledger.read() as conn:
             day = store.local_day(self.clock())
-            counts = store.day_counts(conn, day)
+            counts = reports.day_counts(conn, day)
             open_ = store.open_tube(conn, TubeMode.POOL)
             return Counters(
                 day=day,
@@ -90,7 +90,7 @@ class StationViews:
     def member_names(self, members: Sequence[str]) -> list[str]:
         """The masked names of a tube's members as their check-ins recorded them."""
         with self.ledger.read() as conn:
-            return store.member_names(conn, members)
+            return reports.member_names(conn, members)
 
     def recent_alerts(self, limit: int = 3) -> list[tuple[str, str]]:
         """The station's latest alerts (kind, local time) from its own events."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from kiosk_ui.core.codes import Reason, rejection_message
 from kiosk_ui.core.flow import FaultKind, State, View
 from kiosk_ui.core.i18n import STRINGS, Language, t
-from kiosk_ui.core.rules import Thresholds
+from kiosk_ui.core.rules import Decision, Lane, Thresholds
 from kiosk_ui.panel import LinkStatus, PanelData
 
 Rgba = tuple[float, float, float, float]
@@ -158,16 +158,17 @@ def sample_views(th: Thresholds) -> list[View]:
     views += [View(State.FAULT, 0.0, fault=kind) for kind in FaultKind]
     lanes = [k.removeprefix("lane.") for k in keys if k.startswith("lane.")]
     for lane in lanes:
-        views.append(View(State.RESULT, 0.0, decision="single", lane=lane))
+        views.append(View(State.RESULT, 0.0, decision=Decision.SINGLE, lane=Lane(lane)))
         views += [
-            View(State.RESULT, 0.0, decision="pool", lane=lane, position=k, capacity=n)
+            View(State.RESULT, 0.0, decision=Decision.POOL, lane=Lane(lane), position=k, capacity=n)
             for n in {th.pool_size}
             for k in range(1, n + 1)
         ]
     # every temperature a resident can be sent on with, to a tenth of a degree
     tenths = range(round(th.plausible_min_c * 10), round(th.fever_threshold_c * 10))
     views += [
-        View(State.RESULT, 0.0, decision="pool", lane="main", temperature_c=x / 10) for x in tenths
+        View(State.RESULT, 0.0, decision=Decision.POOL, lane=Lane.MAIN, temperature_c=x / 10)
+        for x in tenths
     ]
     return views
 
