@@ -13,7 +13,6 @@ import json
 import logging
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from pydantic import ValidationError
@@ -29,6 +28,8 @@ from kiosk_ui.core.rules import (
     Decision,
     Lane,
     Outcome,
+    StatedClaims,
+    StatedVerdict,
     TemperatureAssessment,
     Thresholds,
     TubeMode,
@@ -72,21 +73,6 @@ class CheckinResult(NamedTuple):
     repeated: bool
     alert: str | None
     events: tuple[Event, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _ManualClaims:
-    sub: str
-    color: str
-    name: str | None
-    cat: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _ManualVerdict:
-    claims: _ManualClaims
-    valid: bool = True
-    reason: str | None = None
 
 
 class _Resident(NamedTuple):
@@ -231,7 +217,7 @@ class CheckinDesk:
         bad = [c for c in cat if c not in CATEGORIES]
         if bad:
             raise messages.violation(messages.BAD_CATEGORY, group=bad[0])
-        verdict = _ManualVerdict(_ManualClaims(sub, color, name, tuple(cat)))
+        verdict = StatedVerdict(StatedClaims(sub, color, name, tuple(cat)))
         staff = messages.required_text(staff, "staff")
         return self._check_in(verdict, readings, via="manual", staff=staff)
 

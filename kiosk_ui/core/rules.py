@@ -261,7 +261,10 @@ def queue_mode(decision: Decision) -> TubeMode | None:
 
 
 @dataclass(frozen=True, slots=True)
-class _Claims:
+class StatedClaims:
+    """Claims nobody signed: what staff read from the authority's system for a resident
+    without a code (``Station.check_in_manual``)."""
+
     sub: str
     color: str
     name: str | None = None
@@ -269,8 +272,10 @@ class _Claims:
 
 
 @dataclass(frozen=True, slots=True)
-class _Verdict:
-    claims: _Claims
+class StatedVerdict:
+    """A verdict on :class:`StatedClaims`: valid, as staff vouch for them."""
+
+    claims: StatedClaims
     valid: bool = True
     reason: str | None = None
 
@@ -279,7 +284,7 @@ def _likely(color: Color) -> TubeMode | None:
     """What the table decides for a valid code of ``color``, a normal temperature and no
     recent sample: the tube the resident most likely joins."""
     normal = TemperatureAssessment(TemperatureStatus.NORMAL, 36.5, (36.5,), 1, 0)
-    verdict = _Verdict(_Claims("probe", color.value))
+    verdict = StatedVerdict(StatedClaims("probe", color.value))
     if not needs_temperature(verdict):
         return queue_mode(decide(verdict, None, False).decision)
     return queue_mode(decide(verdict, normal, False).decision)

@@ -246,10 +246,10 @@ class DrillRunner:
 
     def _outcome_from_view(self) -> None:
         v = self.ui.call(lambda: self.kiosk.flow.view)
-        self.outcome = {
-            "decision": v.decision,
+        self.outcome = {  # plain values, as a drill file writes them
+            "decision": None if v.decision is None else v.decision.value,
             "reason": v.reason,
-            "lane": v.lane,
+            "lane": None if v.lane is None else v.lane.value,
             "tube": v.tube,
             "position": v.position,
         }
