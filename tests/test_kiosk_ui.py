@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 from PIL import Image, ImageChops, ImageFont
 
+from firmware.thermometer import DEFAULT_ADDRESS
+from kiosk_ui.core.flow import State
 from kiosk_ui.core.i18n import STRINGS, all_text, missing, t
 from kiosk_ui.core.staff_lock import hash_secret
 from kiosk_ui.drills.issuer import Issuer, jwks
@@ -83,62 +85,54 @@ def _write_station(directory: Path) -> tuple[Path, dict[str, str]]:
     return config, codes
 
 
-def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
-    from kiosk_ui.kiosk_cli import prepare_kivy  # noqa: PLC0415
+class Driver:
+    """The screens driven as a person would, from a thread of the child process: touches on
+    the real widgets, the simulated devices, and a record of what each screen showed."""
 
-    prepare_kivy(window=False)
-    from kivy.clock import Clock  # noqa: PLC0415
-    from kivy.core.text import Label as CoreLabel  # noqa: PLC0415
-    from kivy.tests.common import UnitTestTouch  # noqa: PLC0415
-    from kivy.uix.button import Button  # noqa: PLC0415
+    def __init__(self, running: Any, out: Path) -> None:
+        self.running = running
+        self.kiosk, self.app = running.kiosk, running.app
+        self.ui, self.core = running.screens, running.core
+        sim = self.kiosk.hardware.sim
+        assert sim is not None
+        self.sim = sim
+        self.out = out
+        self.record: dict[str, Any] = {"screens": {}, "errors": [], "labels_wrong": []}
+        self.states: list[State] = []
+        self.cond = threading.Condition()
+        self.kiosk.views.append(self._on_view)
 
-    from firmware.config import load_config  # noqa: PLC0415
-    from firmware.hardware import build_hardware  # noqa: PLC0415
-    from firmware.thermometer import DEFAULT_ADDRESS  # noqa: PLC0415
-    from kiosk_ui.core.flow import State  # noqa: PLC0415
-    from kiosk_ui.screens.running import Running  # noqa: PLC0415
+    def _on_view(self, view: Any) -> None:
+        with self.cond:
+            self.states.append(view.state)
+            self.cond.notify_all()
 
-    config = load_config(config_path)
-    hw = build_hardware(config)
-    sim = hw.sim
-    assert sim is not None
-    running = Running(config, hw)
-    kiosk, app, ui, core = running.kiosk, running.app, running.screens, running.core
-    record: dict[str, Any] = {"screens": {}, "errors": [], "labels_wrong": []}
-    states: list[State] = []
-    cond = threading.Condition()
+    def mark(self) -> int:
+        with self.cond:
+            return len(self.states)
 
-    def on_view(view: Any) -> None:
-        with cond:
-            states.append(view.state)
-            cond.notify_all()
-
-    kiosk.views.append(on_view)
-
-    def mark() -> int:
-        with cond:
-            return len(states)
-
-    def wait_state(since: int, *want: State, timeout: float = 15.0) -> None:
+    def wait_state(self, since: int, *want: State, timeout: float = 15.0) -> None:
         """Wait until one of ``want`` was published after the mark ``since``."""
         deadline = time.monotonic() + timeout
-        with cond:
-            while not any(s in want for s in states[since:]):
-                if not cond.wait(max(0.0, deadline - time.monotonic())):
-                    v = kiosk.flow.view
+        with self.cond:
+            while not any(s in want for s in self.states[since:]):
+                if not self.cond.wait(max(0.0, deadline - time.monotonic())):
+                    v = self.kiosk.flow.view
                     raise TimeoutError(
-                        f"no {want} within {timeout} s (seen {states[-5:]}; "
+                        f"no {want} within {timeout} s (seen {self.states[-5:]}; "
                         f"reason {v.reason}, {v.message('en')})"
                     )
 
-    def frames(n: int = 3) -> None:
+    def frames(self, n: int = 3) -> None:
         """Let the core thread finish what it was given, and the screens draw it."""
-        core.call(lambda: None)
+        self.core.call(lambda: None)
         for _ in range(n):
-            ui.call(lambda: None)
+            self.ui.call(lambda: None)
             time.sleep(1 / 60)
 
-    def touch(find: Callable[[], Any]) -> None:
+    def touch(self, find: Callable[[], Any]) -> None:
+        from kivy.tests.common import UnitTestTouch  # noqa: PLC0415
+
         def press() -> None:
             w = find()
             x, y = w.to_window(*w.center)
@@ -146,11 +140,17 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
             t_.touch_down()
             t_.touch_up()
 
-        ui.call(press)
-        frames(1)
-        frames()
+        self.ui.call(press)
+        self.frames(1)
+        self.frames()
 
-    def texts() -> dict[str, Any]:
+    def type_keys(self, keys: str) -> None:
+        for key in keys:
+            self.touch(functools.partial(_key, self.app, key))
+
+    def texts(self) -> dict[str, Any]:
+        app, kiosk = self.app, self.kiosk
+
         def read() -> dict[str, Any]:
             r = app.resident
             return {
@@ -169,190 +169,214 @@ def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
                 "entry_error": app.entry.error,
             }
 
-        return dict(ui.call(read))
+        return dict(self.ui.call(read))
 
-    def lang_button() -> Any:
-        current = app.root.current
-        if current == "panel":
-            return app.panel.ids.language
-        return app.resident.ids.lang
-
-    def capture(name: str) -> None:
-        frames()
-        for lang in ("zh", "en"):
-            if ui.call(lambda: app.lang) != lang:
-                if ui.call(lambda: app.root.current) == "entry":
-                    ui.call(app.toggle_language)
-                else:
-                    touch(lang_button)
-            frames(2)
-            frames(2)
-            ui.screenshot(out / f"{name}-{lang}.png")
-            record["screens"][f"{name}-{lang}"] = texts()
-            wrong = ui.call(lambda: _labels_drawn_wrong(app, CoreLabel))
-            record["labels_wrong"] += [f"{name}-{lang}: {w}" for w in wrong]
-        if ui.call(lambda: app.root.current) == "entry":
-            ui.call(app.toggle_language)
+    def switch_language(self) -> None:
+        """By touch on the language button; the keypad has none, so there by the app."""
+        app = self.app
+        current = self.ui.call(lambda: app.root.current)
+        if current == "entry":
+            self.ui.call(app.toggle_language)
+        elif current == "panel":
+            self.touch(lambda: app.panel.ids.language)
         else:
-            touch(lang_button)
-        frames()
+            self.touch(lambda: app.resident.ids.lang)
 
-    def show(code: str, *temps: float) -> None:
+    def capture(self, name: str) -> None:
+        """A picture and a record of the screen in each language."""
+        from kivy.core.text import Label as CoreLabel  # noqa: PLC0415
+
+        self.frames()
+        for lang in ("zh", "en"):
+            if self.ui.call(lambda: self.app.lang) != lang:
+                self.switch_language()
+            self.frames(2)
+            self.frames(2)
+            self.ui.screenshot(self.out / f"{name}-{lang}.png")
+            self.record["screens"][f"{name}-{lang}"] = self.texts()
+            wrong = self.ui.call(lambda: _labels_drawn_wrong(self.app, CoreLabel))
+            self.record["labels_wrong"] += [f"{name}-{lang}: {w}" for w in wrong]
+        self.switch_language()
+        self.frames()
+
+    def show(self, code: str, *temps: float) -> None:
+        sim = self.sim
         sim.camera.clear()  # the last resident steps away first
         time.sleep(0.2)
         sim.thermometer.clear_queue()
         if temps:
             sim.thermometer.queue(temps)
-        kiosk.decoder.forget()
+        self.kiosk.decoder.forget()
         sim.camera.show(code)
 
-    def session() -> None:
-        wait_state(0, State.IDLE, timeout=5)
-        frames(5)
-        capture("idle")
-        sim.scanner.feed("TB2026112300001")
-        frames()
-        # A first reading above the threshold: the kiosk asks for a second one.
-        m = mark()
-        show(codes["green"], 37.9)
-        wait_state(m, State.REMEASURE)
-        capture("measuring_again")
-        m = mark()
-        sim.thermometer.present(36.6)
-        wait_state(m, State.RESULT)
-        sim.thermometer.leave()
-        sim.camera.clear()
-        capture("result")
-        m = mark()
-        show(codes["elder"], 36.5)
-        wait_state(m, State.RESULT)
-        sim.camera.clear()
-        capture("result_green_lane")
-        m = mark()
-        show(codes["green2"], 36.4)
-        wait_state(m, State.RESULT)
-        m = mark()
-        show(codes["wait"], 36.4)
-        wait_state(m, State.WAIT)
-        sim.camera.clear()
-        capture("wait")
-        m = mark()
-        show(codes["red"])
-        wait_state(m, State.ISOLATION)
-        sim.camera.clear()
-        capture("isolation")
-        m = mark()
-        show("TB2026112300077")
-        wait_state(m, State.STAFF)
-        sim.camera.clear()
-        capture("staff")
-        # The thermometer stops answering: staff take the temperature by hand.
-        sim.thermometer.bus.devices.pop(DEFAULT_ADDRESS, None)
-        m = mark()
-        show(codes["hand"])
-        wait_state(m, State.MANUAL_TEMPERATURE)
-        sim.camera.clear()
-        capture("manual_temperature")
-        # The sampler panel: a wrong PIN, then the right one, typed on the keypad.
-        touch(lambda: app.resident.ids.staff)
-        for digit in "1111":
-            touch(functools.partial(_key, app, digit))
-        touch(lambda: app.entry.ids.ok)
-        frames()
-        record["wrong_pin"] = texts()
-        for digit in PIN:
-            touch(functools.partial(_key, app, digit))
-        record["pin_shown"] = texts()["entry_shown"]
-        capture("unlock")
-        touch(lambda: app.entry.ids.ok)
-        deadline = time.monotonic() + 10
-        while ui.call(lambda: app.root.current) != "panel" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        frames()
-        record["touch_targets"] = ui.call(
-            lambda: sorted(
-                {
-                    round(w.height)
-                    for w in app.panel.walk()
-                    if isinstance(w, Button) and w.opacity > 0 and w.height > 0
-                }
-            )
+    def resident(self, code: str, *temps: float, until: State, name: str | None = None) -> None:
+        """A resident shows ``code``; wait for ``until``; they step away; capture ``name``."""
+        m = self.mark()
+        self.show(code, *temps)
+        self.wait_state(m, until)
+        self.sim.camera.clear()
+        if name is not None:
+            self.capture(name)
+
+
+def _residents(d: Driver, codes: dict[str, str]) -> None:
+    """Residents through every resident screen, the thermometer failing at the end."""
+    sim = d.sim
+    d.wait_state(0, State.IDLE, timeout=5)
+    d.frames(5)
+    d.capture("idle")
+    sim.scanner.feed("TB2026112300001")
+    d.frames()
+    # A first reading above the threshold: the kiosk asks for a second one.
+    m = d.mark()
+    d.show(codes["green"], 37.9)
+    d.wait_state(m, State.REMEASURE)
+    d.capture("measuring_again")
+    m = d.mark()
+    sim.thermometer.present(36.6)
+    d.wait_state(m, State.RESULT)
+    sim.thermometer.leave()
+    sim.camera.clear()
+    d.capture("result")
+    d.resident(codes["elder"], 36.5, until=State.RESULT, name="result_green_lane")
+    d.resident(codes["green2"], 36.4, until=State.RESULT)
+    d.resident(codes["wait"], 36.4, until=State.WAIT, name="wait")
+    d.resident(codes["red"], until=State.ISOLATION, name="isolation")
+    d.resident("TB2026112300077", until=State.STAFF, name="staff")
+    # The thermometer stops answering: staff take the temperature by hand.
+    sim.thermometer.bus.devices.pop(DEFAULT_ADDRESS, None)
+    d.resident(codes["hand"], until=State.MANUAL_TEMPERATURE, name="manual_temperature")
+
+
+def _unlock(d: Driver) -> None:
+    """The sampler panel: a wrong PIN, then the right one, typed on the keypad."""
+    from kivy.uix.button import Button  # noqa: PLC0415
+
+    app, record = d.app, d.record
+    d.touch(lambda: app.resident.ids.staff)
+    d.type_keys("1111")
+    d.touch(lambda: app.entry.ids.ok)
+    d.frames()
+    record["wrong_pin"] = d.texts()
+    d.type_keys(PIN)
+    record["pin_shown"] = d.texts()["entry_shown"]
+    d.capture("unlock")
+    d.touch(lambda: app.entry.ids.ok)
+    deadline = time.monotonic() + 10
+    while d.ui.call(lambda: app.root.current) != "panel" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    d.frames()
+    record["touch_targets"] = d.ui.call(
+        lambda: sorted(
+            {
+                round(w.height)
+                for w in app.panel.walk()
+                if isinstance(w, Button) and w.opacity > 0 and w.height > 0
+            }
         )
-        capture("panel")
-        record["panel_members"] = ui.call(
-            lambda: [row.text for row in reversed(app.panel.ids.members.children)]
-        )
-        # A second failure in a row: the thermometer is taken for faulty, a standing alert
-        # that the gateway hears of and the panel lists.
-        core.call(lambda: kiosk.flow.sensor_fault("no answer at I2C address 0x5A"))
-        core.call(app._gather_status)
-        frames(2)
-        record["thermometer_alert"] = texts()
-        # The hand-taken temperature, typed on the keypad.
-        touch(lambda: app.panel.ids.manual_temp)
-        for key in "36.5":
-            touch(functools.partial(_key, app, key))
-        m = mark()
-        touch(lambda: app.entry.ids.ok)
-        wait_state(m, State.WAIT, State.RESULT)
-        record["after_hand_reading"] = texts()
-        sim.thermometer.bus.attach(DEFAULT_ADDRESS, sim.thermometer.device)
-        core.call(kiosk.flow.thermometer_ok)
-        # Seal the full tube by touch: the waiting residents join the next tube.
-        ui.call(app.open_panel)
-        frames()
-        touch(lambda: app.panel.ids.seal)
-        record["after_seal"] = texts()
-        # The next tube takes the waiting residents; void it by touch, with a reason.
-        sim.scanner.feed("TB2026112300002")
-        frames()
-        record["next_tube"] = texts()
-        touch(lambda: app.panel.ids.void)
-        touch(lambda: _reason_button(app, 0))
-        record["after_void"] = texts()
-        # Pack the sealed tube: scan the box, touch dispatch.
-        sim.scanner.feed("BX20261123A1")
-        frames()
-        touch(lambda: app.panel.ids.dispatch)
-        record["after_dispatch"] = texts()
-        # A resident without a code: the ID number typed on the keypad.
-        touch(lambda: app.panel.ids.manual_id)
-        for key in "11010519491231002X":
-            touch(functools.partial(_key, app, key))
-        capture("id_entry")
-        m = mark()
-        touch(lambda: app.entry.ids.ok)
-        sim.thermometer.present(36.6)
-        wait_state(m, State.WAIT, State.RESULT)
-        sim.thermometer.leave()
-        record["after_id"] = texts()
-        # The camera stops delivering frames.
-        m = mark()
-        sim.camera.stall()
-        wait_state(m, State.FAULT)
-        capture("fault_camera")
-        m = mark()
-        sim.camera.resume()
-        wait_state(m, State.IDLE)
-        record["after_camera"] = texts()
-        # A storage fault: staff clear it from the panel once the disk has room again.
-        core.call(lambda: kiosk.flow.storage_fault("database or disk is full"))
-        frames()
-        record["storage_fault"] = texts()
-        ui.call(app.open_panel)
-        frames()
-        touch(lambda: app.panel.ids.clear_fault)
-        record["after_clear_fault"] = texts()
-        record["glyphs"] = ui.call(lambda: _glyph_pixels(CoreLabel))
+    )
+    d.capture("panel")
+    record["panel_members"] = d.ui.call(
+        lambda: [row.text for row in reversed(app.panel.ids.members.children)]
+    )
+
+
+def _panel_actions(d: Driver) -> None:
+    """A standing alert, a hand-typed temperature, seal, void and dispatch by touch."""
+    app, kiosk, sim, record = d.app, d.kiosk, d.sim, d.record
+    # A second failure in a row: the thermometer is taken for faulty, a standing alert
+    # that the gateway hears of and the panel lists.
+    d.core.call(lambda: kiosk.flow.sensor_fault("no answer at I2C address 0x5A"))
+    d.core.call(app._gather_status)
+    d.frames(2)
+    record["thermometer_alert"] = d.texts()
+    # The hand-taken temperature, typed on the keypad.
+    d.touch(lambda: app.panel.ids.manual_temp)
+    d.type_keys("36.5")
+    m = d.mark()
+    d.touch(lambda: app.entry.ids.ok)
+    d.wait_state(m, State.WAIT, State.RESULT)
+    record["after_hand_reading"] = d.texts()
+    sim.thermometer.bus.attach(DEFAULT_ADDRESS, sim.thermometer.device)
+    d.core.call(kiosk.flow.thermometer_ok)
+    # Seal the full tube by touch: the waiting residents join the next tube.
+    d.ui.call(app.open_panel)
+    d.frames()
+    d.touch(lambda: app.panel.ids.seal)
+    record["after_seal"] = d.texts()
+    # The next tube takes the waiting residents; void it by touch, with a reason.
+    sim.scanner.feed("TB2026112300002")
+    d.frames()
+    record["next_tube"] = d.texts()
+    d.touch(lambda: app.panel.ids.void)
+    d.touch(lambda: _reason_button(app, 0))
+    record["after_void"] = d.texts()
+    # Pack the sealed tube: scan the box, touch dispatch.
+    sim.scanner.feed("BX20261123A1")
+    d.frames()
+    d.touch(lambda: app.panel.ids.dispatch)
+    record["after_dispatch"] = d.texts()
+
+
+def _id_and_faults(d: Driver) -> None:
+    """A resident checked in by ID number; the camera and the storage failing."""
+    from kivy.core.text import Label as CoreLabel  # noqa: PLC0415
+
+    app, kiosk, sim, record = d.app, d.kiosk, d.sim, d.record
+    d.touch(lambda: app.panel.ids.manual_id)
+    d.type_keys("11010519491231002X")
+    d.capture("id_entry")
+    m = d.mark()
+    d.touch(lambda: app.entry.ids.ok)
+    sim.thermometer.present(36.6)
+    d.wait_state(m, State.WAIT, State.RESULT)
+    sim.thermometer.leave()
+    record["after_id"] = d.texts()
+    # The camera stops delivering frames.
+    m = d.mark()
+    sim.camera.stall()
+    d.wait_state(m, State.FAULT)
+    d.capture("fault_camera")
+    m = d.mark()
+    sim.camera.resume()
+    d.wait_state(m, State.IDLE)
+    record["after_camera"] = d.texts()
+    # A storage fault: staff clear it from the panel once the disk has room again.
+    d.core.call(lambda: kiosk.flow.storage_fault("database or disk is full"))
+    d.frames()
+    record["storage_fault"] = d.texts()
+    d.ui.call(app.open_panel)
+    d.frames()
+    d.touch(lambda: app.panel.ids.clear_fault)
+    record["after_clear_fault"] = d.texts()
+    record["glyphs"] = d.ui.call(lambda: _glyph_pixels(CoreLabel))
+
+
+def _drive(out: Path, config_path: Path, codes: dict[str, str]) -> None:
+    from kiosk_ui.kiosk_cli import prepare_kivy  # noqa: PLC0415
+
+    prepare_kivy(window=False)
+    from kivy.clock import Clock  # noqa: PLC0415
+
+    from firmware.config import load_config  # noqa: PLC0415
+    from firmware.hardware import build_hardware  # noqa: PLC0415
+    from kiosk_ui.screens.running import Running  # noqa: PLC0415
+
+    config = load_config(config_path)
+    running = Running(config, build_hardware(config))
+    d = Driver(running, out)
 
     def run_session() -> None:
         try:
-            session()
+            _residents(d, codes)
+            _unlock(d)
+            _panel_actions(d)
+            _id_and_faults(d)
         except BaseException as exc:
-            record["errors"].append(f"{type(exc).__name__}: {exc}")
+            d.record["errors"].append(f"{type(exc).__name__}: {exc}")
         finally:
-            (out / "record.json").write_text(json.dumps(record, ensure_ascii=False, indent=1))
-            Clock.schedule_once(lambda dt: app.stop(), 0)
+            (out / "record.json").write_text(json.dumps(d.record, ensure_ascii=False, indent=1))
+            Clock.schedule_once(lambda dt: running.app.stop(), 0)
 
     driver = threading.Thread(target=run_session, name="ui-test", daemon=True)
     Clock.schedule_once(lambda dt: driver.start(), 0.3)
