@@ -34,6 +34,10 @@ SESSION_EXPIRY_S = 60
 ACTIONS: dict[str, tuple[str, str]] = {
     "status": ("edge_agent.gateway.status", "per station: acknowledged through, gaps, online"),
     "report": ("edge_agent.gateway.report", "the day's counts per station and hour, csv or xlsx"),
+    "receive": ("edge_agent.gateway.receipt", "the lab receives boxes: scan a box, then its tubes"),
+    "results": ("edge_agent.gateway.lab_import", "lab results: `results import FILE`"),
+    "recall": ("edge_agent.gateway.recall_sender", "send the recall list to every station"),
+    "export": ("edge_agent.gateway.export", "a day's specimens as FHIR R5 or CSV"),
 }
 
 

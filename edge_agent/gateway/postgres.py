@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import psycopg
@@ -29,6 +29,7 @@ from psycopg import errors as pg_errors
 
 from edge_agent.errors import StorageError
 from edge_agent.gateway.intake import Event
+from edge_agent.gateway.lab import MIGRATION as LAB_MIGRATION
 from edge_agent.gateway.store import (
     RECORD_STATUS,
     RECORD_TELEMETRY,
@@ -37,6 +38,8 @@ from edge_agent.gateway.store import (
     Kind,
     StationKey,
     StoreResult,
+    T,
+    Tx,
     log_conflict,
     release_of,
     run_end,
@@ -80,6 +83,7 @@ MIGRATIONS = [
         PRIMARY KEY (township, station)
     );
     """,
+    LAB_MIGRATION,
 ]
 
 _LOCK_PROGRESS = """
@@ -132,6 +136,18 @@ def _migrate(conn: psycopg.Connection[Any]) -> int:
             conn.execute("INSERT INTO schema_migrations(version) VALUES (%s)", (version,))
             log.info("migrated the gateway's PostgreSQL schema to version %d", version)
     return len(MIGRATIONS)
+
+
+class _PostgresTx:
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self.cur = cur
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self.cur.execute(sql.encode(), tuple(params))
+        return [tuple(r) for r in self.cur.fetchall()] if self.cur.description else []
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.cur.executemany(sql.encode(), [tuple(r) for r in rows])
 
 
 class PostgresStore(GatewayStore):
@@ -269,6 +285,11 @@ class PostgresStore(GatewayStore):
             params = (township, station, json.dumps(payload), at, at, release_of(payload))
         self._run(
             f"could not record {township}/{station}'s {kind}", lambda c: c.execute(sql, params)
+        )
+
+    def write(self, work: Callable[[Tx], T]) -> T:
+        return self._run(  # type: ignore[no-any-return]
+            "could not write", lambda conn: work(_PostgresTx(conn.cursor()))
         )
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -11,13 +11,14 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from edge_agent.db import BUSY_TIMEOUT_MS, migrate, open_db, write_transaction
 from edge_agent.errors import StorageError
 from edge_agent.gateway.intake import Event
+from edge_agent.gateway.lab import MIGRATION as LAB_MIGRATION
 from edge_agent.gateway.store import (
     RECORD_STATUS,
     RECORD_TELEMETRY,
@@ -26,6 +27,8 @@ from edge_agent.gateway.store import (
     Kind,
     StationKey,
     StoreResult,
+    T,
+    Tx,
     log_conflict,
     release_of,
     run_end,
@@ -67,6 +70,7 @@ MIGRATIONS = [
         PRIMARY KEY (township, station)
     );
     """,
+    LAB_MIGRATION,
 ]
 _PLACEHOLDER = re.compile(r"%[s%]")
 
@@ -80,6 +84,17 @@ _STATUS = sqlite_sql(RECORD_STATUS)
 _TELEMETRY = sqlite_sql(RECORD_TELEMETRY)
 _SEEN = sqlite_sql(SEEN)
 WALK = 2000
+
+
+class _SqliteTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.conn.execute(sqlite_sql(sql), tuple(params))]
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(sqlite_sql(sql), [tuple(r) for r in rows])
 
 
 class SqliteStore(GatewayStore):
@@ -167,6 +182,10 @@ class SqliteStore(GatewayStore):
             params = (township, station, json.dumps(payload), at, at, release_of(payload))
         with write_transaction(self.db) as conn:
             conn.execute(sql, params)
+
+    def write(self, work: Callable[[Tx], T]) -> T:
+        with write_transaction(self.db) as conn:
+            return work(_SqliteTx(conn))
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._read_lock:

@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from edge_agent.gateway.intake import Event
 
@@ -41,6 +41,17 @@ log = logging.getLogger(__name__)
 
 StationKey = tuple[str, str]
 Kind = Literal["status", "telemetry"]
+T = TypeVar("T")
+
+
+class Tx(Protocol):
+    """One write transaction handed to ``GatewayStore.write`` (``%s`` placeholders)."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement; its rows (an empty list when it returns none)."""
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
 
 # Upsert of a station's row from a status or telemetry message; the newer one wins, so an
 # instance that reads a message late cannot turn back what another one already wrote.
@@ -143,6 +154,11 @@ class GatewayStore(ABC):
     @abstractmethod
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """One read-only statement (``%s`` placeholders), its rows as tuples."""
+
+    @abstractmethod
+    def write(self, work: Callable[[Tx], T]) -> T:
+        """``work(tx)`` in one write transaction, committed when it returns (the lab's
+        tables: receipts, results, the recall list); ``StorageError`` if it cannot commit."""
 
     @abstractmethod
     def close(self) -> None: ...
