@@ -26,7 +26,7 @@ from typing import Any
 
 import sqlite_utils
 
-from edge_agent import commands, health, outbox
+from edge_agent import commands, damage, health, outbox
 from edge_agent.db import open_db, write_transaction
 from edge_agent.delivery import Delivery, EventTag, Limits, Puback
 from edge_agent.delivery_store import DeliveryStore
@@ -474,6 +474,7 @@ def build(config: StationConfig, settings: LinkSettings | None = None) -> Agent:
     """The composition root of ``station agent``: the database, the outbox, the link."""
     link = settings or link_settings(config)
     check_transport(link)
+    damage.check_at_start(config.storage.path, config.source)  # before anything opens it
     db = open_db(config.storage.path)
     try:
         outbox.install(db)

@@ -21,7 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify-code": ("kiosk_ui.verify_cli", "verify a resident code offline and print the verdict"),
     "config": ("kiosk_ui.config_cli", "check a station configuration file"),
     "selftest": ("hardware_tests.cli", "check each device, storage, clock and broker"),
-    "db": ("kiosk_ui.db_cli", "outbox statistics and the retention purge of the station database"),
+    "db": (
+        "kiosk_ui.db_cli",
+        "outbox statistics, the retention purge, salvage of a damaged station database",
+    ),
     "kiosk": ("kiosk_ui.kiosk_cli", "the full-screen touch kiosk for residents and samplers"),
     "simulate": ("kiosk_ui.drills.command", "run a drill (scenario) on simulated hardware"),
     "agent": ("edge_agent.cli", "deliver the outbox to the township broker; `status` shows it"),

@@ -2,10 +2,16 @@
 
     station db stats --config FILE [--json]
     station db purge --config FILE [--json]
+    station db salvage --config FILE [--json] DAMAGED
 
 ``purge`` deletes delivered events older than ``storage.retention_days`` and blanks the
 residents' ids and masked names of older check-ins and closed tubes, keeping every count.
 Undelivered events are never purged. It is meant to run daily on a station.
+
+``salvage`` reads a damaged database the station moved aside at start
+(``station.db.damaged-...``, see :mod:`edge_agent.damage`) and puts every undelivered event
+it can read whole into the station's outbox, with its own id and seq, for the agent to send;
+it exits 1 when nothing could be read. Running it twice adds nothing twice.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from edge_agent import outbox
+from edge_agent import damage, outbox
 from edge_agent.db import open_db
 from firmware.config import DEFAULT_CONFIG_PATH, load_config
 from kiosk_ui.core import reports, schema, store
@@ -28,12 +34,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     for name, help_text in (
         ("stats", "outbox depth, check-ins, tubes and the file's size"),
         ("purge", "delete delivered events and personal data past storage.retention_days"),
+        ("salvage", "send again the undelivered events of a damaged database moved aside"),
     ):
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument(
             "--config", type=Path, default=DEFAULT_CONFIG_PATH, help="station configuration"
         )
         p.add_argument("--json", action="store_true", help="print one JSON object")
+        if name == "salvage":
+            p.add_argument("damaged", type=Path, metavar="DAMAGED", help="the file moved aside")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,9 +51,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         schema.install(db)
         now = time.time()
-        if args.db_command == "purge":
+        result: dict[str, Any]
+        if args.db_command == "salvage":
+            result = asdict(damage.salvage(db, args.damaged, config.source))
+        elif args.db_command == "purge":
             retention_s = config.storage.retention_days * 86400.0
-            result: dict[str, Any] = {
+            result = {
                 "retention_days": config.storage.retention_days,
                 **asdict(store.purge(db, retention_s, now)),
             }
@@ -58,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         width = max(len(k) for k in result)
         for key, value in result.items():
             print(f"{key:<{width}}  {value}")
+    if args.db_command == "salvage" and not result["recovered"]:
+        return 1  # nothing could be read: the technician must know
     return 0
 
 

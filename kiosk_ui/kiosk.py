@@ -25,7 +25,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
-from edge_agent import outbox
+from edge_agent import damage, outbox
 from firmware.camera import Frame
 from firmware.config import StationConfig
 from firmware.errors import CameraError, StationError
@@ -404,6 +404,7 @@ def build(
         verifier = CodeVerifier(
             TrustStore.load(config.health_code.trusted_keys), config.health_code.leeway_s
         )
+    damage.check_at_start(config.storage.path, config.source)  # before anything opens it
     station = Station.open(config, verifier)
     try:
         hw = hardware if hardware is not None else build_hardware(config)
