@@ -43,7 +43,7 @@ from typing import Any
 import sqlite_utils
 
 from edge_agent import outbox, pages
-from edge_agent.db import open_db, write_transaction
+from edge_agent.db import free_space_hint, open_db, write_transaction
 from edge_agent.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,9 @@ def integrity_problem(path: Path) -> str | None:
     except sqlite3.DatabaseError as exc:
         if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _DAMAGED_CODES:
             return f"SQLite cannot read it: {exc}"
-        raise StorageError(f"{path}: cannot check the station database: {exc}") from exc
+        raise StorageError(
+            f"{path}: cannot check the station database: {exc}{free_space_hint(path)}"
+        ) from exc
     finally:
         if conn is not None:
             conn.close()
@@ -83,8 +85,12 @@ def integrity_problem(path: Path) -> str | None:
 def _start_lock(path: Path) -> Iterator[None]:
     """One process at a time checks (and may move aside) the file: kiosk and agent start
     together."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot check the station database: {exc}") from exc
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

@@ -46,12 +46,13 @@ def open_db(path: Path | str) -> sqlite_utils.Database:
         if isinstance(exc, OSError):
             raise StorageError(f"{path}: cannot create the station database: {exc}") from exc
         raise StorageError(
-            f"{path}: cannot open the station database: {exc}{_free_space_hint(path)}"
+            f"{path}: cannot open the station database: {exc}{free_space_hint(path)}"
         ) from exc
     return sqlite_utils.Database(conn)
 
 
-def _free_space_hint(path: Path) -> str:
+def free_space_hint(path: Path) -> str:
+    """A note for an error message when the file system of ``path`` is (nearly) full."""
     # Even reading a WAL database needs room for its index (the -shm file, 32 KiB) when no
     # other process holds it open: on a full disk SQLite says only "disk I/O error".
     try:
