@@ -65,7 +65,8 @@ class Township:
             CERTS=certs,
             DATA=f"{tmp / 'data'}/",
             ACL=acl,
-            CITY_BROKER=f"127.0.0.1:{self.city.port}",
+        ) + render(
+            "bridge.conf.in", TOWNSHIP="T01", CERTS=certs, CITY_BROKER=f"127.0.0.1:{self.city.port}"
         )
         (tmp / "data").mkdir()
         conf = conf.replace("log_dest syslog", "log_dest stderr")
