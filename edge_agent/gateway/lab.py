@@ -27,6 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from edge_agent.gateway.store import Tx
 
 log = logging.getLogger(__name__)
@@ -141,7 +143,7 @@ def tube_from_row(row: Sequence[Any]) -> Tube:
         str(township),
         str(station),
         None if mode is None else str(mode),
-        tuple(json.loads(members)),
+        tuple(orjson.loads(members)),
         _float(sealed),
         _float(voided),
         None if box is None else str(box),
@@ -191,8 +193,7 @@ def sync(tx: Tx) -> int:
             "AND station = %s AND seq > %s AND seq <= %s AND type IN (%s, %s, %s) ORDER BY seq",
             (township, station, start, end, *LAB_TYPES),
         )
-        for type_, at, payload in rows:
-            _apply(tx, (str(township), str(station)), str(type_), float(at), payload)
+        _apply(tx, (str(township), str(station)), rows)
         read += len(rows)
         tx.execute(
             "INSERT INTO lab_cursor(township, station, through) VALUES (%s, %s, %s) "
@@ -202,33 +203,47 @@ def sync(tx: Tx) -> int:
     return read
 
 
-def _apply(tx: Tx, key: tuple[str, str], type_: str, at: float, payload: str) -> None:
+def _apply(tx: Tx, key: tuple[str, str], rows: list[tuple[Any, ...]]) -> None:
+    """One station's new events, a statement per kind (sealed, voided, then dispatched: the
+    upserts of the first two commute, a dispatch marks tubes already sealed)."""
     township, station = key
-    data = json.loads(payload)["data"]
-    if type_ == SEALED:
-        tx.execute(
+    sealed: list[tuple[Any, ...]] = []
+    voided: list[tuple[Any, ...]] = []
+    boxes: list[tuple[Any, ...]] = []
+    marks: list[tuple[Any, ...]] = []
+    for type_, at, payload in rows:
+        data = orjson.loads(payload)["data"]
+        if type_ == SEALED:
+            members = json.dumps(data["members"])
+            sealed.append((data["tube"], township, station, data["mode"], members, at))
+        elif type_ == VOIDED:
+            voided.append((data["tube"], township, station, json.dumps(data["members"]), at))
+        else:
+            boxes.append((data["box"], township, station, json.dumps(data["tubes"]), at))
+            marks += [(data["box"], at, t) for t in data["tubes"]]
+    if sealed:
+        tx.executemany(
             "INSERT INTO lab_tubes(tube, township, station, mode, members, sealed_at) "
             "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tube) DO UPDATE SET "
             "mode = excluded.mode, members = excluded.members, sealed_at = excluded.sealed_at",
-            (data["tube"], township, station, data["mode"], json.dumps(data["members"]), at),
+            sealed,
         )
-    elif type_ == VOIDED:
-        tx.execute(
+    if voided:
+        tx.executemany(
             "INSERT INTO lab_tubes(tube, township, station, members, voided_at) "
             "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tube) DO UPDATE SET "
             "voided_at = excluded.voided_at",
-            (data["tube"], township, station, json.dumps(data["members"]), at),
+            voided,
         )
-    else:
-        box, box_tubes = data["box"], list(data["tubes"])
-        tx.execute(
+    if boxes:
+        tx.executemany(
             "INSERT INTO lab_boxes(box, township, station, tubes, dispatched_at) "
             "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (box) DO NOTHING",
-            (box, township, station, json.dumps(box_tubes), at),
+            boxes,
         )
         tx.executemany(
             "UPDATE lab_tubes SET box = %s, dispatched_at = %s WHERE tube = %s AND box IS NULL",
-            [(box, at, t) for t in box_tubes],
+            marks,
         )
 
 

@@ -97,14 +97,15 @@ def _import(tx: Tx, results: list[LabResult], source: str, at: float, report: Im
     known = tubes(tx, [r.tube for r in results])
     history = _held(tx, list(known))
     kept: list[tuple[LabResult, Tube, bool]] = []
+    rows: list[tuple[str, str, float, str | None, float, str]] = []
     for row in sorted(results, key=lambda r: (r.time, r.line)):
+        when = row.time.timestamp()
         tube = known.get(row.tube)
         problem = _unmatched(row, tube)
         if problem is not None or tube is None:
             report.errors.append(RowError(row.line, problem or "no tube"))
             continue
         held = history.get(row.tube, [])
-        when = row.time.timestamp()
         if held and held[-1].result == row.result:
             report.repeats += 1
             continue
@@ -129,14 +130,18 @@ def _import(tx: Tx, results: list[LabResult], source: str, at: float, report: Im
             continue
         history.setdefault(row.tube, []).append(Held(str(row.result), when))
         kept.append((row, tube, bool(held)))
+        rows.append((row.tube, str(row.result), when, row.reason, at, source))
     tx.executemany(
         "INSERT INTO lab_results(tube, result, reported_at, reason, imported_at, source) "
         "VALUES (%s, %s, %s, %s, %s, %s)",
-        [(r.tube, str(r.result), r.time.timestamp(), r.reason, at, source) for r, _t, _c in kept],
+        rows,
     )
+    # A negative pool changes nothing on the list (unless it corrects an earlier result): only
+    # the members of the other tubes are read and weighed.
+    weighed = [(r, t, c) for r, t, c in kept if c or t.mode == "single" or r.result != "negative"]
     plan = Plan(tx)
-    plan.load(t for _r, t, _c in kept)
-    for row, tube, corrects in kept:
+    plan.load(t for _r, t, _c in weighed)
+    for row, tube, corrects in weighed:
         plan.outcome(tube, PoolResult(row.result), corrects=corrects)
     report.stored = len(kept)
     report.corrections = sum(1 for *_x, c in kept if c)

@@ -14,9 +14,10 @@ the changes it lacks (``recall.commands``: chunks within the command size limit)
   a chunk twice changes nothing (a chunk's changes are numbered), so duplicates are harmless,
   and several senders may run.
 
-Stations are the ones in the gateway's ``stations`` table (every station heard from) plus
-any seen on the broker since the sender started. ``recall_delivery`` keeps the version each
-station last confirmed, for the page and for township IT.
+Every ``SYNC_S`` it also reads the stations' new events into the lab's tables (``lab.sync``),
+so an import or a receipt finds them read. Stations are the ones in the gateway's ``stations``
+table (every station heard from) plus any seen on the broker since the sender started.
+``recall_delivery`` keeps the version each station last confirmed, for township IT.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from types import FrameType
 from typing import Any
 
 from edge_agent.errors import StorageError
-from edge_agent.gateway import recall
+from edge_agent.gateway import lab, recall
 from edge_agent.gateway.intake import Rejected, split_topic
-from edge_agent.gateway.store import GatewayStore, StationKey, open_store
+from edge_agent.gateway.store import GatewayStore, StationKey, Tx, open_store
 from edge_agent.link import (
     Connected,
     ConnectFailed,
@@ -57,6 +58,12 @@ SUBSCRIPTIONS = (
     ("sampling/+/+/replies", 1),
 )
 MAX_CHANGES_PER_ROUND = 20_000  # per station; the rest follows its confirmation
+SYNC_S = 10.0  # how often the stations' new events are read into the lab's tables
+
+
+def _sync(tx: Tx) -> None:
+    lab.lock(tx)
+    lab.sync(tx)
 
 
 class RecallSender:
@@ -88,6 +95,7 @@ class RecallSender:
         self._failures = 0
         self._next_attempt = 0.0
         self._next_round = 0.0
+        self._next_sync = 0.0
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -191,6 +199,9 @@ class RecallSender:
     def _round(self) -> None:
         """Send every station what it lacks (see the module's docstring)."""
         try:
+            if self.clock() >= self._next_sync:  # the lab's tables kept up with the events
+                self._next_sync = self.clock() + SYNC_S
+                self.store.write(_sync)
             heads = recall.heads(self.store)
             stations = self.stations() if heads else set()
         except StorageError as exc:

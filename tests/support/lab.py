@@ -5,7 +5,12 @@ store's own ``store()``, acknowledged prefix and all)."""
 from __future__ import annotations
 
 import itertools
+import json
+import threading
 from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.gateway.intake import Intake
 from edge_agent.gateway.store import GatewayStore
@@ -51,3 +56,57 @@ class Township:
 def members(tube: str, n: int = 10) -> list[str]:
     """Pseudonymous subs of a tube's members: ``{tube}-r1`` ... (stable, readable)."""
     return [f"{tube.lower()}-r{i}" for i in range(1, n + 1)]
+
+
+class LightStation:
+    """A station's MQTT side of the recall list only, as the agent keeps it (a version and the
+    entries; a chunk applied when its ``from`` is at most the version + 1, a gap refused with
+    the version held), for the sender's tests without a kiosk."""
+
+    def __init__(self, port: int, township: str, station: str, version: int = 0) -> None:
+        self.prefix = f"sampling/{township}/{station}"
+        self.version = version
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.received: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"light-{station}", protocol=mqtt.MQTTv5
+        )
+        self.client.on_connect = lambda c, *_a: c.subscribe(f"{self.prefix}/commands", 1)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port, keepalive=5)
+        self.client.loop_start()
+
+    def status(self, state: str) -> None:
+        body = json.dumps({"state": state}).encode()
+        self.client.publish(f"{self.prefix}/status", body, qos=1, retain=True).wait_for_publish(5)
+
+    def telemetry(self) -> None:
+        body = json.dumps({"recall_version": self.version}).encode()
+        self.client.publish(f"{self.prefix}/telemetry", body, qos=0)
+
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        command = json.loads(msg.payload)
+        args = command["args"]
+        with self.lock:
+            self.received.append(args)
+            ok = args["from"] <= self.version + 1
+            if ok:
+                for change in args["changes"]:
+                    if change["v"] == self.version + 1:
+                        if change["op"] == "add":
+                            self.entries[change["sub"]] = change
+                        else:
+                            self.entries.pop(change["sub"], None)
+                        self.version = change["v"]
+            reply = {
+                "id": command["id"],
+                "ok": ok,
+                "error": None if ok else f"a gap: this station holds version {self.version}",
+                "result": {"recall_version": self.version},
+            }
+        client.publish(f"{self.prefix}/replies", json.dumps(reply).encode(), qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
