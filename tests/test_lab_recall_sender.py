@@ -82,8 +82,7 @@ def test_a_station_offline_at_the_time_gets_the_list_when_it_is_back(
     # the rest followed from version 1.
     assert [(a["from"], a["through"]) for a in k04.received[:2]] == [(20, 20), (1, 20)]
     wait_until(
-        lambda: store.query("SELECT version FROM recall_delivery WHERE station = 'K04'")
-        == [(20,)],
+        lambda: store.query("SELECT version FROM recall_delivery WHERE station = 'K04'") == [(20,)],
         10,
         "K04's confirmed version recorded",
     )
