@@ -186,6 +186,59 @@ def _row(
     return LabResult(line, tube, result, when, cell("reason") or None)
 
 
+class _Rows:
+    """The rows kept so far, by tube, and what was said of the others."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, LabResult] = {}
+        self.disputed: dict[str, int] = {}  # tube -> the line that first disagreed
+        self.errors: list[RowError] = []
+
+    def add(self, row: LabResult) -> None:
+        tube, line = row.tube, row.line
+        earlier = self.kept.get(tube)
+        if tube in self.disputed and not row.reason:
+            self.errors.append(
+                RowError(
+                    line, f"tube {tube} is disputed since line {self.disputed[tube]}; not kept"
+                )
+            )
+        elif earlier is None:
+            self.kept[tube] = row
+        elif earlier.result == row.result:
+            self.errors.append(
+                RowError(line, f"tube {tube} repeats line {earlier.line}; kept once")
+            )
+        elif row.reason:
+            self.kept[tube] = row  # a correction within the same file, with its reason
+        else:
+            del self.kept[tube]
+            self.disputed[tube] = line
+            self.errors.append(
+                RowError(earlier.line, f"tube {tube} is disputed by line {line}; not kept")
+            )
+            self.errors.append(
+                RowError(
+                    line,
+                    f"tube {tube} is {row.result} here but {earlier.result} on line "
+                    f"{earlier.line}; neither is kept (a correction needs a reason)",
+                )
+            )
+
+
+def _table(text: str) -> tuple[int, list[list[str]]]:
+    """The index of the header row and every row, split on the header line's separator."""
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None:
+        raise ResultFileError("the file is empty")
+    try:
+        delimiter = csv.Sniffer().sniff(lines[first], delimiters=",;\t").delimiter
+    except csv.Error:
+        delimiter = ","
+    return first, list(csv.reader(io.StringIO(text), delimiter=delimiter))
+
+
 def parse_results(
     data: bytes, *, zone: tzinfo = CHINA, received: datetime | None = None
 ) -> ResultFile:
@@ -194,60 +247,19 @@ def parse_results(
     A row without a time takes ``received`` (the import's time). A tube that appears twice
     with the same result keeps its first row (the second is reported as a repeat); twice with
     different results and no reason on the later row, neither is kept: two results that
-    disagree are for the lab to settle, and the error names both lines.
+    disagree are for the lab to settle, and the errors name both lines.
     """
     received = received or datetime.now(zone)
     text, encoding = decode(data)
-    lines = text.splitlines()
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if first is None:
-        raise ResultFileError("the file is empty")
-    try:
-        dialect = csv.Sniffer().sniff(lines[first], delimiters=",;\t")
-        delimiter = dialect.delimiter
-    except csv.Error:
-        delimiter = ","
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    rows = list(reader)
+    first, rows = _table(text)
     cols = _columns(rows[first])
-    results: dict[str, LabResult] = {}
-    disputed: dict[str, int] = {}  # tube -> the line that first disagreed
-    errors: list[RowError] = []
+    found = _Rows()
     for number, cells in enumerate(rows[first + 1 :], start=first + 2):
         if not any(c.strip() for c in cells):
             continue
         try:
-            row = _row(number, cells, cols, zone, received)
+            found.add(_row(number, cells, cols, zone, received))
         except ValueError as exc:
-            errors.append(RowError(number, str(exc)))
-            continue
-        earlier = results.get(row.tube)
-        if row.tube in disputed and not row.reason:
-            errors.append(
-                RowError(
-                    number, f"tube {row.tube} is disputed since line {disputed[row.tube]}; not kept"
-                )
-            )
-        elif earlier is None:
-            results[row.tube] = row
-        elif earlier.result == row.result:
-            errors.append(
-                RowError(number, f"tube {row.tube} repeats line {earlier.line}; kept once")
-            )
-        elif row.reason:
-            results[row.tube] = row  # a correction within the same file, with its reason
-        else:
-            del results[row.tube]
-            disputed[row.tube] = number
-            errors.append(
-                RowError(earlier.line, f"tube {row.tube} is disputed by line {number}; not kept")
-            )
-            errors.append(
-                RowError(
-                    number,
-                    f"tube {row.tube} is {row.result} here but {earlier.result} on line "
-                    f"{earlier.line}; neither is kept (a correction needs a reason)",
-                )
-            )
-    kept = sorted(results.values(), key=lambda r: r.line)
-    return ResultFile(kept, sorted(errors, key=lambda e: e.line), encoding)
+            found.errors.append(RowError(number, str(exc)))
+    kept = sorted(found.kept.values(), key=lambda r: r.line)
+    return ResultFile(kept, sorted(found.errors, key=lambda e: e.line), encoding)
