@@ -52,15 +52,6 @@ log = logging.getLogger(__name__)
 REBOOT_MARKER = "/run/sampling-station/reboot-pending"
 
 
-class StepFailed(Exception):
-    """A step's command failed on the station; ``detail`` is its error output."""
-
-    def __init__(self, step: str, detail: str) -> None:
-        super().__init__(f"{step}: {detail}")
-        self.step = step
-        self.detail = detail
-
-
 class Executor(Protocol):
     dry: bool
 

@@ -11,3 +11,12 @@ class InventoryError(ConfigError):
 
 class ProvisionError(StationError):
     """A deploy step could not run (the runner process failed, a file is missing, ...)."""
+
+
+class DeployStepFailed(ProvisionError):
+    """A step's command failed on the station; ``detail`` is its error output."""
+
+    def __init__(self, step: str, detail: str) -> None:
+        super().__init__(f"{step}: {detail}")
+        self.step = step
+        self.detail = detail

@@ -23,7 +23,8 @@ from pyinfra.api.inventory import Inventory
 from pyinfra.api.operation import add_op, operation
 from pyinfra.api.state import State, StateStage
 
-from provisioning.deploy import Deploy, HostReport, StepFailed
+from provisioning.deploy import Deploy, HostReport
+from provisioning.errors import DeployStepFailed
 from provisioning.inventory import Station, load_inventory
 from provisioning.plan import Shell, Step
 
@@ -88,7 +89,7 @@ class PyinfraExecutor:
         said = " ".join(line.removeprefix("sudo> ") for line in out.stdout_lines).strip()
         said = said or " ".join(out.stderr_lines).strip() or "no output"
         user = self.station.user
-        raise StepFailed(
+        raise DeployStepFailed(
             "sudo",
             f"the SSH user {user} cannot run commands with sudo without a password ({said}); "
             f"give {user} passwordless sudo on the station (NOPASSWD in /etc/sudoers.d, see "
@@ -102,7 +103,7 @@ class PyinfraExecutor:
     def fact(self, script: str) -> list[str]:
         ok, out = self.host.run_shell_command(StringCommand(script), **self.sudo)
         if not ok:
-            raise StepFailed("read facts", "\n".join(out.stderr_lines)[-2000:] or "failed")
+            raise DeployStepFailed("read facts", "\n".join(out.stderr_lines)[-2000:] or "failed")
         return list(out.stdout_lines)
 
     def query(self, command: str) -> tuple[int, str, str]:
@@ -140,7 +141,7 @@ class PyinfraExecutor:
                 detail = meta.stderr or meta.stdout
             except RuntimeError:
                 detail = ""
-            raise StepFailed(name, detail[-2000:] or "a command failed") from None
+            raise DeployStepFailed(name, detail[-2000:] or "a command failed") from None
         return list(record)
 
     def wait_for_reboot(self, marker: str, delay_s: float, timeout_s: float) -> None:
@@ -216,7 +217,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             report.status = "changed"
     except ConnectionError as exc:
         report.fail(str(exc), status="unreachable")
-    except StepFailed as exc:
+    except DeployStepFailed as exc:
         report.fail(str(exc))
     except Exception as exc:  # the report must say what broke, whatever it was
         log.exception("deploy of %s failed", station.id)
