@@ -5,8 +5,8 @@ Stable interface:
 - :func:`build_hardware` ``(config, *, pin_factory=None) -> Hardware`` -- backend ``"pi"``
   opens the real devices (picamera2 or OpenCV, the MLX90614 on ``/dev/i2c-N``, gpiozero's
   lgpio pin factory, the evdev scan gun); backend ``"sim"`` builds the simulated ones
-  (:class:`~firmware.camera.SimCamera`, :class:`~firmware.sim.SimThermometer`, gpiozero's
-  ``MockFactory``, :class:`~firmware.scanner.SimScanner`), reachable typed through
+  (:class:`~firmware.sim.camera.SimCamera`, :class:`~firmware.sim.thermometer.SimThermometer`,
+  gpiozero's ``MockFactory``, :class:`~firmware.sim.scanner.SimScanner`), reachable typed through
   ``hardware.sim``. A device that cannot be opened on ``"pi"`` raises a DeviceError that says
   what is missing; there is never a fallback from real to simulated devices.
 - ``build_camera``, ``build_thermometer``, ``build_lights``, ``build_scanner`` -- the same,
@@ -31,15 +31,18 @@ from typing import Any
 from gpiozero.pins.mock import MockFactory
 from smbus2 import SMBus
 
-from firmware.camera import FrameSource, OpenCVSource, Picamera2Source, SimCamera
+from firmware.camera import FrameSource, OpenCVSource, Picamera2Source
 from firmware.config import HardwareSection, StationConfig
 from firmware.errors import CameraError, ClockError, DeviceError, LightsError, SensorError
 from firmware.lights import LaneLights
 from firmware.qr import DecodeWorker, PayloadSink, QrEngine, make_engine
 from firmware.rtc import DS3231
-from firmware.rtc_sim import FakeDS3231
-from firmware.scanner import BarcodeScanner, EvdevScanner, SimScanner
-from firmware.sim import FakeSMBus, SimThermometer
+from firmware.scanner import BarcodeScanner, EvdevScanner
+from firmware.sim.camera import SimCamera
+from firmware.sim.i2c import FakeSMBus
+from firmware.sim.rtc import FakeDS3231
+from firmware.sim.scanner import SimScanner
+from firmware.sim.thermometer import SimThermometer
 from firmware.thermometer import MLX90614, Thermometer
 
 log = logging.getLogger(__name__)
@@ -115,7 +118,7 @@ def mock_pin_factory() -> Any:
 def build_camera(hw: HardwareSection) -> FrameSource:
     c = hw.camera
     if hw.backend == "sim":
-        return SimCamera(c.width, c.height, c.fps)
+        return _sim_camera(hw)
     if c.source == "picamera2":
         return Picamera2Source(c.width, c.height, c.fps)
     return OpenCVSource(c.device, c.width, c.height, c.fps)
@@ -124,14 +127,7 @@ def build_camera(hw: HardwareSection) -> FrameSource:
 def build_thermometer(hw: HardwareSection) -> Thermometer:
     t = hw.thermometer
     if hw.backend == "sim":
-        return SimThermometer(
-            address=t.address,
-            calibration_offset_c=t.calibration_offset_c,
-            presence_delta_c=t.presence_delta_c,
-            stable_window=t.stable_window,
-            stable_spread_c=t.stable_spread_c,
-            retries=t.retries,
-        )
+        return _sim_thermometer(hw)
     bus = _open_bus(t.bus, "thermometer", SensorError)
     return Thermometer(
         MLX90614(bus, t.address, retries=t.retries),
@@ -193,7 +189,7 @@ def build_lights(hw: HardwareSection, pin_factory: Any = None) -> LaneLights:
 def build_scanner(hw: HardwareSection) -> BarcodeScanner:
     s = hw.scanner
     if hw.backend == "sim":
-        return SimScanner(min_length=s.min_length)
+        return _sim_scanner(hw)
     return EvdevScanner(s.device, min_length=s.min_length)
 
 
@@ -222,10 +218,26 @@ def build_hardware(config: StationConfig, *, pin_factory: Any = None) -> Hardwar
 
 
 def _build_sim(hw: HardwareSection, engine: QrEngine, pin_factory: Any) -> Hardware:
-    t, c = hw.thermometer, hw.camera
     factory = mock_pin_factory() if pin_factory is None else pin_factory
-    camera = SimCamera(c.width, c.height, c.fps)
-    thermometer = SimThermometer(
+    camera, thermometer, scanner = _sim_camera(hw), _sim_thermometer(hw), _sim_scanner(hw)
+    lights = build_lights(hw, factory)
+    sim = SimDevices(camera, thermometer, scanner, factory)
+    closers = [camera.close, thermometer.bus.close, lights.close, scanner.stop]
+    log.info("hardware: backend sim, decoder %s", engine.name)
+    return Hardware("sim", camera, thermometer, lights, scanner, engine, hw, sim, closers)
+
+
+# The simulated devices, built once for build_hardware and for each build_<device>.
+
+
+def _sim_camera(hw: HardwareSection) -> SimCamera:
+    c = hw.camera
+    return SimCamera(c.width, c.height, c.fps)
+
+
+def _sim_thermometer(hw: HardwareSection) -> SimThermometer:
+    t = hw.thermometer
+    return SimThermometer(
         address=t.address,
         calibration_offset_c=t.calibration_offset_c,
         presence_delta_c=t.presence_delta_c,
@@ -233,12 +245,10 @@ def _build_sim(hw: HardwareSection, engine: QrEngine, pin_factory: Any) -> Hardw
         stable_spread_c=t.stable_spread_c,
         retries=t.retries,
     )
-    scanner = SimScanner(min_length=hw.scanner.min_length)
-    lights = LaneLights(hw.lights, factory)
-    sim = SimDevices(camera, thermometer, scanner, factory)
-    closers = [camera.close, thermometer.bus.close, lights.close, scanner.stop]
-    log.info("hardware: backend sim, decoder %s", engine.name)
-    return Hardware("sim", camera, thermometer, lights, scanner, engine, hw, sim, closers)
+
+
+def _sim_scanner(hw: HardwareSection) -> SimScanner:
+    return SimScanner(min_length=hw.scanner.min_length)
 
 
 def _bus_closer(thermometer: Thermometer) -> Callable[[], None]:

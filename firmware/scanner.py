@@ -1,4 +1,4 @@
-"""Barcode scanners: USB scan guns that type like a keyboard, and a simulated one.
+"""Barcode scanners: USB scan guns that type like a keyboard.
 
 Stable interface:
 
@@ -10,11 +10,11 @@ Stable interface:
   with a warning and counted in ``dropped``.
 - :class:`EvdevScanner` -- reads the scan gun's input device with evdev (imported only
   inside), grabbing it so that scans never reach the kiosk's own keyboard input.
-- :class:`SimScanner` -- ``feed(text)`` types ``text`` and Enter through the same assembler;
-  ``feed(text, enter=False)`` leaves a half barcode behind.
+- :func:`keys_for` -- the key presses that type a text, as a scan gun does.
 
-``on_barcode`` runs on the scanner's thread (EvdevScanner) or the caller's (SimScanner): a UI
-hands the text over to its own thread.
+The simulated scan gun is :class:`firmware.sim.scanner.SimScanner`. ``on_barcode`` runs on
+the scanner's thread (EvdevScanner) or the caller's (SimScanner): a UI hands the text over
+to its own thread.
 """
 
 from __future__ import annotations
@@ -140,49 +140,6 @@ def keys_for(text: str) -> list[tuple[str, bool]]:
             raise ScannerError(f"a scan gun cannot type {ch!r}")
         out.append(CHARMAP[ch])
     return out
-
-
-class SimScanner:
-    """A scan gun for drills and tests: ``feed(text)`` scans ``text``."""
-
-    def __init__(
-        self,
-        min_length: int = 6,
-        key_timeout_s: float = 0.5,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.assembler = KeyboardLineAssembler(min_length, key_timeout_s=key_timeout_s)
-        self._clock = clock
-        self._on: OnBarcode | None = None
-        self._lock = threading.Lock()
-        self.delivered: list[str] = []
-
-    def start(self, on_barcode: OnBarcode) -> None:
-        self._on = on_barcode
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._on = None
-
-    def feed(self, text: str, *, enter: bool = True) -> str | None:
-        """Type ``text`` (and Enter); returns the barcode delivered, if any."""
-        keys = keys_for(text)
-        got: str | None = None
-        with self._lock:
-            asm = self.assembler
-            for key, shift in keys:
-                now = self._clock()
-                if shift:
-                    asm.press("KEY_LEFTSHIFT", now)
-                asm.press(key, now)
-                if shift:
-                    asm.release("KEY_LEFTSHIFT")
-            if enter:
-                got = asm.press("KEY_ENTER", self._clock())
-        if got is not None:
-            self.delivered.append(got)
-            if self._on is not None:
-                self._on(got)
-        return got
 
 
 def find_scanner_device(

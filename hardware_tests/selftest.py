@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from firmware.camera import SimCamera
 from firmware.config import BrokerSection, HardwareSection, StationConfig
 from firmware.errors import DeviceError, StationError
 from firmware.hardware import (
@@ -42,7 +41,8 @@ from firmware.hardware import (
 from firmware.lights import OUTPUTS, STATES
 from firmware.qr import make_engine
 from firmware.rtc import DS3231
-from firmware.scanner import SimScanner
+from firmware.sim.camera import SimCamera
+from firmware.sim.scanner import SimScanner
 from hardware_tests.testcard import TEST_BARCODE, TEST_CARD_TEXT
 
 log = logging.getLogger(__name__)

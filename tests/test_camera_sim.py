@@ -20,9 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware.camera import SimCamera, _lens, render_frame
 from firmware.errors import SimulationError
 from firmware.qr import make_engine
+from firmware.sim.camera import SimCamera
+from firmware.sim.render import _lens, render_frame
 
 W, H = 320, 240
 SEED = 7
@@ -164,7 +165,7 @@ def test_a_camera_told_to_render_here_starts_no_helper() -> None:
 
 UNGUARDED = """
 import logging
-from firmware.camera import SimCamera
+from firmware.sim.camera import SimCamera
 
 logging.basicConfig(level=logging.WARNING)
 cam = SimCamera(160, 120, seed=3)  # no `if __name__ == "__main__"`: the helper runs this too

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from firmware.camera import OpenCVSource, Picamera2Source, render_frame
+from firmware.camera import OpenCVSource, Picamera2Source
 from firmware.errors import CameraError
 from firmware.qr import DecodeWorker, make_engine
+from firmware.sim.render import render_frame
 from tests.support.fake_camera import Cv2Error, PicameraRig, WebcamRig
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"

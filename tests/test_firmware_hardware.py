@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from firmware.camera import SimCamera
 from firmware.config import load_config
 from firmware.errors import CameraError, DeviceError, LightsError, SensorError
 from firmware.hardware import build_hardware, build_lights, build_thermometer
-from firmware.sim import SimThermometer
+from firmware.sim.camera import SimCamera
+from firmware.sim.thermometer import SimThermometer
 from tests.support.config import write_config
 
 HAS_PICAMERA2 = importlib.util.find_spec("picamera2") is not None

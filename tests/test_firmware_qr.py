@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import segno
 
-from firmware.camera import OpenCVSource, SimCamera, check_distortion, render_frame
+from firmware.camera import OpenCVSource
 from firmware.errors import CameraError, DecoderError, SimulationError
 from firmware.qr import DecodeWorker, PyzbarEngine, ZxingEngine, decode_image_file, make_engine
+from firmware.sim.camera import SimCamera
+from firmware.sim.render import check_distortion, render_frame
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 # About the length of a signed resident code (HC1: + Base45 of a deflated COSE_Sign1).

@@ -25,8 +25,8 @@ from firmware.rtc import (
     decode_time,
     encode_time,
 )
-from firmware.rtc_sim import POWER_ON, FakeDS3231
-from firmware.sim import FakeSMBus
+from firmware.sim.i2c import FakeSMBus
+from firmware.sim.rtc import POWER_ON, FakeDS3231
 
 MOMENT = datetime(2026, 12, 3, 7, 15, 42, tzinfo=UTC)
 moments = st.datetimes(

@@ -22,10 +22,10 @@ from firmware.scanner import (
     CHARMAP,
     EvdevScanner,
     KeyboardLineAssembler,
-    SimScanner,
     find_scanner_device,
     keys_for,
 )
+from firmware.sim.scanner import SimScanner
 
 TYPABLE = "".join(sorted(CHARMAP))
 

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from smbus2 import i2c_msg
 
 from firmware.errors import SensorError, SimulationError
-from firmware.sim import FakeMLX90614, FakeSMBus, SimThermometer
+from firmware.sim.i2c import FakeSMBus
+from firmware.sim.thermometer import FakeMLX90614, SimThermometer
 from firmware.thermometer import (
     MLX90614,
     REG_AMBIENT,

@@ -19,8 +19,8 @@ from firmware.config import load_config
 from firmware.lights import STATES
 from firmware.qr import decode_image_file
 from firmware.rtc import DS3231
-from firmware.rtc_sim import FakeDS3231
-from firmware.sim import FakeSMBus
+from firmware.sim.i2c import FakeSMBus
+from firmware.sim.rtc import FakeDS3231
 from hardware_tests.selftest import (
     Check,
     ClockStatus,

@@ -24,9 +24,9 @@ import zxingcpp
 from numpy.typing import NDArray
 from pyzbar import pyzbar
 
-from firmware.camera import render_frame
 from firmware.config import DecoderSection
 from firmware.qr import make_engine
+from firmware.sim.render import render_frame
 
 SEED = 20261123
 SIZES = [(640, 480), (1280, 720)]

@@ -39,10 +39,11 @@ from typing import Any
 
 import psutil
 
-from firmware.camera import SimCamera, render_frame
 from firmware.config import load_config
 from firmware.errors import CameraError
 from firmware.hardware import build_hardware
+from firmware.sim.camera import SimCamera
+from firmware.sim.render import render_frame
 from kiosk_ui.core.flow import State
 from kiosk_ui.drills.issuer import Issuer, jwks
 from kiosk_ui.kiosk import Kiosk, build

@@ -22,16 +22,14 @@ the sensor and leaves when the measurement is done.
 
 from __future__ import annotations
 
-import errno
 import logging
 import threading
 from collections import deque
 from collections.abc import Iterable
-from typing import Any, ClassVar, Literal, Protocol
-
-from smbus2 import i2c_msg
+from typing import ClassVar, Literal
 
 from firmware.errors import SimulationError
+from firmware.sim.i2c import FakeSMBus, nack
 from firmware.thermometer import (
     DEFAULT_ADDRESS,
     EEPROM,
@@ -46,80 +44,16 @@ from firmware.thermometer import (
     Thermometer,
     celsius_to_word,
     crc8,
-    msg_bytes,
 )
 
 log = logging.getLogger(__name__)
 
-I2C_M_RD = 0x0001
 Fault = Literal["nack", "bad_pec", "error_flag", "garbage"]
 FAULTS: tuple[Fault, ...] = ("nack", "bad_pec", "error_flag", "garbage")
 
 
-def _nack() -> OSError:
-    return OSError(errno.EREMOTEIO, "Remote I/O error")
-
-
+# Commands read that a FakeMLX90614 keeps for tests (a day-long drill stays small).
 READS_KEPT = 10_000
-
-
-class FakeI2CDevice(Protocol):
-    def transfer(self, address: int, write: bytes, read_len: int) -> bytes:
-        """One transaction: ``write`` then (after a repeated start) ``read_len`` bytes.
-        Raise OSError(EREMOTEIO) to NACK."""
-        ...
-
-
-class FakeSMBus:
-    """An smbus2.SMBus stand-in: devices by address, I2C_RDWR semantics, NACKs."""
-
-    def __init__(self, devices: dict[int, FakeI2CDevice] | None = None) -> None:
-        self.devices: dict[int, FakeI2CDevice] = dict(devices or {})
-        self.transactions = 0
-        self.closed = False
-        self._lock = threading.Lock()
-
-    def attach(self, address: int, device: FakeI2CDevice) -> None:
-        self.devices[address] = device
-
-    def i2c_rdwr(self, *i2c_msgs: Any) -> None:
-        with self._lock:
-            if self.closed:
-                raise OSError(errno.EBADF, "Bad file descriptor")
-            self.transactions += 1
-            msgs = list(i2c_msgs)
-            if not msgs:
-                raise OSError(errno.EINVAL, "Invalid argument")
-            address = int(msgs[0].addr)
-            if any(int(m.addr) != address for m in msgs):
-                raise SimulationError("the fake bus supports one device per transaction")
-            device = self.devices.get(address)
-            if device is None:
-                raise _nack()
-            write = b""
-            read_msg = None
-            for m in msgs:
-                if int(m.flags) & I2C_M_RD:
-                    if read_msg is not None:
-                        raise SimulationError("one read per transaction on the fake bus")
-                    read_msg = m
-                else:
-                    if read_msg is not None:
-                        raise SimulationError("a write after a read in one transaction")
-                    write += bytes(m.buf[i][0] for i in range(int(m.len)))
-            n = int(read_msg.len) if read_msg is not None else 0
-            data = device.transfer(address, write, n)
-            if read_msg is not None:
-                for i, b in enumerate(data[:n]):
-                    read_msg.buf[i] = bytes([b])
-
-    def read_i2c_block_data(self, i2c_addr: int, register: int, length: int) -> list[int]:
-        w, r = i2c_msg.write(i2c_addr, [register]), i2c_msg.read(i2c_addr, length)
-        self.i2c_rdwr(w, r)
-        return msg_bytes(r)
-
-    def close(self) -> None:
-        self.closed = True
 
 
 class FakeMLX90614:
@@ -166,22 +100,22 @@ class FakeMLX90614:
             return 0x0000
         if EEPROM <= command <= 0x3F and command in self.eeprom:
             return self.eeprom[command]
-        raise _nack()
+        raise nack()
 
     def transfer(self, address: int, write: bytes, read_len: int) -> bytes:
         if not write:
-            raise _nack()  # the sensor needs a command first
+            raise nack()  # the sensor needs a command first
         command = write[0]
         if read_len == 0:
             if command <= 0x1F:
-                raise _nack()  # RAM is read-only
+                raise nack()  # RAM is read-only
             if EEPROM <= command <= 0x3F and len(write) == 4 and command in self.eeprom:
                 lsb, msb, pec = write[1], write[2], write[3]
                 if crc8([address << 1, command, lsb, msb]) != pec:
-                    raise _nack()  # the sensor refuses a write with a bad PEC
+                    raise nack()  # the sensor refuses a write with a bad PEC
                 self.eeprom[command] = lsb | (msb << 8)
                 return b""
-            raise _nack()
+            raise nack()
         with self._lock:
             word = self._word(command)
             self.reads.append(command)
@@ -189,7 +123,7 @@ class FakeMLX90614:
             if command in (REG_AMBIENT, REG_OBJECT1, REG_OBJECT2) and self._faults:
                 fault = self._faults.popleft()
         if fault == "nack":
-            raise _nack()
+            raise nack()
         if fault == "error_flag" and command != REG_AMBIENT:
             word |= ERROR_FLAG
         if fault == "garbage":

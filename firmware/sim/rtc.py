@@ -1,6 +1,6 @@
 """A simulated DS3231 that speaks its registers, for drills, the self-test and tests.
 
-:class:`FakeDS3231` sits on :class:`~firmware.sim.FakeSMBus` as the chip sits on the Pi's
+:class:`FakeDS3231` sits on :class:`~firmware.sim.i2c.FakeSMBus` as the chip sits on the Pi's
 bus, and the real :class:`~firmware.rtc.DS3231` driver talks to it. Like the chip, it:
 
 - keeps a register pointer: a write's first byte sets it, further bytes are written from
