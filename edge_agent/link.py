@@ -22,6 +22,7 @@ broker always answers well inside that.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import queue
 import select
@@ -29,9 +30,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -41,128 +40,44 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.errors import LinkError
+from edge_agent.link_model import (
+    SESSION_EXPIRY_S,
+    Connected,
+    ConnectFailed,
+    Disconnected,
+    LinkEvent,
+    LinkSettings,
+    Message,
+    Problem,
+    Published,
+    TlsSession,
+    Will,
+    _TlsContext,
+    check_transport,
+    ssl_context,
+)
+
+__all__ = [
+    "DEAD_AFTER_KEEPALIVES",
+    "SESSION_EXPIRY_S",
+    "ConnectFailed",
+    "Connected",
+    "Connection",
+    "Disconnected",
+    "LinkEvent",
+    "LinkSettings",
+    "Message",
+    "Problem",
+    "Published",
+    "TlsSession",
+    "Will",
+    "check_transport",
+    "ssl_context",
+]
 
 log = logging.getLogger(__name__)
 
 DEAD_AFTER_KEEPALIVES = 1.3
-SESSION_EXPIRY_S = 7 * 24 * 3600
-
-
-@dataclass(frozen=True, slots=True)
-class Will:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class LinkSettings:
-    """Everything needed to open one connection; built from the station config or CLI."""
-
-    host: str
-    port: int
-    client_id: str
-    tls: bool
-    allow_plaintext: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    username: str | None = None
-    password_file: Path | None = None
-    keepalive_s: int = 30
-    connect_timeout_s: float = 10.0
-    session_expiry_s: int = SESSION_EXPIRY_S
-    max_inflight: int = 100
-    will: Will | None = None
-    subscriptions: Sequence[tuple[str, int]] = field(default_factory=tuple)
-
-
-# What the link reports. The owner reads them from its queue on its own thread.
-
-
-@dataclass(frozen=True, slots=True)
-class Connected:
-    conn: int
-    session_present: bool
-    receive_maximum: int | None = None  # the broker's limit on QoS 1/2 publishes in flight
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectFailed:
-    conn: int
-    reason: str
-    permanent: bool  # a refusal that retrying will not cure (bad certificate, not authorized)
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnected:
-    conn: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    """The broker answered a publish: PUBACK for QoS 1, or the write for QoS 0."""
-
-    conn: int
-    tag: Any
-    ok: bool
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    conn: int
-    topic: str
-    payload: bytes
-    retain: bool
-
-
-LinkEvent = Connected | ConnectFailed | Disconnected | Published | Message
-
-
-class _TlsContext(ssl.SSLContext):
-    """Remembers the sockets it wraps, so a failed handshake's socket can be closed here."""
-
-    wrapped: list[ssl.SSLSocket]
-
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        sock = super().wrap_socket(*args, **kwargs)
-        self.wrapped.append(sock)
-        return sock
-
-    def close_wrapped(self) -> None:
-        for sock in self.wrapped:
-            with contextlib.suppress(OSError):
-                sock.close()
-        self.wrapped.clear()
-
-
-def ssl_context(s: LinkSettings) -> _TlsContext:
-    """A client TLS context: the given CA (or the system's), and the station's certificate."""
-    ctx = _TlsContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.wrapped = []
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        if s.ca_file is not None:
-            ctx.load_verify_locations(cafile=str(s.ca_file))
-        else:
-            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
-        if s.cert_file is not None and s.key_file is not None:
-            ctx.load_cert_chain(str(s.cert_file), str(s.key_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise LinkError(f"cannot load the TLS files: {exc}") from exc
-    return ctx
-
-
-def check_transport(s: LinkSettings) -> None:
-    """Refuse a clear-text link unless the configuration explicitly waived TLS."""
-    if not s.tls and not s.allow_plaintext:
-        raise LinkError(
-            f"refusing to connect to {s.host}:{s.port} without TLS: use mqtts:// "
-            "or set broker.allow_plaintext (drills and development only)"
-        )
 
 
 def _reason_text(rc: ReasonCode | int | MQTTErrorCode) -> str:
@@ -171,6 +86,23 @@ def _reason_text(rc: ReasonCode | int | MQTTErrorCode) -> str:
     if isinstance(rc, MQTTErrorCode):
         return mqtt.error_string(rc)
     return str(rc)
+
+
+def _socket_problem(exc: OSError | ValueError) -> dict[str, Any]:
+    """How a failed TCP connect is reported: the problem and its bare cause."""
+    if isinstance(exc, TimeoutError):
+        return {"problem": "no_answer", "detail": "timed out"}
+    if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
+        return {"problem": "refused", "detail": "connection refused"}
+    cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return {"problem": "unreachable", "detail": cause}
+
+
+def _tls_session(sock: Any) -> TlsSession | None:
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    not_after = (sock.getpeercert() or {}).get("notAfter")
+    return TlsSession(sock.version() or "TLS", not_after if isinstance(not_after, str) else None)
 
 
 class Connection:
@@ -287,18 +219,42 @@ class Connection:
                 if sock is not None:
                     sock.close()
 
-    def _end(self, reason: str, *, failed_connect: bool = False, permanent: bool = False) -> None:
+    def _end(
+        self,
+        reason: str,
+        *,
+        failed_connect: bool = False,
+        permanent: bool = False,
+        problem: Problem = "other",
+        detail: str = "",
+    ) -> None:
         if self._ended:
             return
         self._ended = True
         if failed_connect or not self._connected:
-            self._post(ConnectFailed(self.conn, reason, permanent))
+            self._post(ConnectFailed(self.conn, reason, permanent, problem, detail or reason))
         else:
             self._post(Disconnected(self.conn, reason))
 
     def _connect_and_loop(self) -> None:
-        s = self.settings
         client = self._client = self._make_client()
+        if not self._open(client):
+            return
+        wake = self._wake_r
+        if wake is None:
+            raise LinkError("the link was not started")
+        self._last_in = time.monotonic()
+        started = time.monotonic()
+        while not self._stop.is_set() and not self._ended:
+            if not self._turn(client, wake) or not self._alive(started):
+                break
+        self._close_socket(client)
+        if not self._ended:
+            self._end("stopped")
+
+    def _open(self, client: mqtt.Client) -> bool:
+        """TCP, TLS and the CONNECT; False (and the end reported) when that failed."""
+        s = self.settings
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = s.session_expiry_s
         try:
@@ -309,63 +265,69 @@ class Connection:
             self._end(
                 f"TLS: the broker's certificate is not trusted: {exc.verify_message}",
                 permanent=True,
+                problem="tls_certificate",
+                detail=str(exc.verify_message),
             )
-            return
+            return False
         except ssl.SSLError as exc:
-            self._end(f"TLS handshake failed: {exc}", permanent=True)
-            return
+            self._end(
+                f"TLS handshake failed: {exc}", permanent=True, problem="tls", detail=str(exc)
+            )
+            return False
         except (OSError, ValueError) as exc:
-            self._end(f"cannot reach {s.host}:{s.port}: {exc}")
-            return
-        wake = self._wake_r
-        if wake is None:
-            raise LinkError("the link was not started")
-        self._last_in = time.monotonic()
-        started = time.monotonic()
-        tick = min(0.25, s.keepalive_s / 10)
-        while not self._stop.is_set() and not self._ended:
-            sock = client.socket()
-            if sock is None:
-                self._end("connection closed")
-                break
-            pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
-            wlist = [sock] if client.want_write() else []
-            try:
-                readable, writable, _ = select.select(
-                    [sock, wake], wlist, [], 0.0 if pending else tick
-                )
-            except (OSError, ValueError) as exc:
-                self._end(f"socket error: {exc}")
-                break
-            if wake in readable:
-                with contextlib.suppress(OSError):
-                    wake.recv(4096)
-                self._serve_requests(client)
-            if sock in readable or pending:
-                self._last_in = time.monotonic()
-                rc = client.loop_read()
-                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    self._end(f"read failed: {_reason_text(rc)}")
-                    break
-            if sock in writable or client.want_write():
-                rc = client.loop_write()
-                if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
-                    self._end(f"write failed: {_reason_text(rc)}")
-                    break
-            client.loop_misc()
-            now = time.monotonic()
-            if not self._connected and now - started > s.connect_timeout_s:
-                self._end(f"no CONNACK from {s.host}:{s.port} within {s.connect_timeout_s:g} s")
-                break
-            if self._connected and now - self._last_in > DEAD_AFTER_KEEPALIVES * s.keepalive_s:
-                self._end(
-                    f"nothing from the broker for {now - self._last_in:.1f} s "
-                    f"(keepalive {s.keepalive_s} s): the link is dead"
-                )
-                break
-        self._close_socket(client)
-        if not self._ended:
-            self._end("stopped")
+            self._end(f"cannot reach {s.host}:{s.port}: {exc}", **_socket_problem(exc))
+            return False
+        return True
+
+    def _turn(self, client: mqtt.Client, wake: socket.socket) -> bool:
+        """One turn of the network loop: requests, reads, writes, pings. False when the
+        link ended."""
+        sock = client.socket()
+        if sock is None:
+            self._end("connection closed")
+            return False
+        pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+        wlist = [sock] if client.want_write() else []
+        tick = min(0.25, self.settings.keepalive_s / 10)
+        try:
+            readable, writable, _ = select.select([sock, wake], wlist, [], 0.0 if pending else tick)
+        except (OSError, ValueError) as exc:
+            self._end(f"socket error: {exc}")
+            return False
+        if wake in readable:
+            with contextlib.suppress(OSError):
+                wake.recv(4096)
+            self._serve_requests(client)
+        if sock in readable or pending:
+            self._last_in = time.monotonic()
+            rc = client.loop_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._end(f"read failed: {_reason_text(rc)}")
+                return False
+        if sock in writable or client.want_write():
+            rc = client.loop_write()
+            if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+                self._end(f"write failed: {_reason_text(rc)}")
+                return False
+        client.loop_misc()
+        return True
+
+    def _alive(self, started: float) -> bool:
+        """False (and the end reported) when the CONNACK is late or the broker went quiet."""
+        s, now = self.settings, time.monotonic()
+        if not self._connected and now - started > s.connect_timeout_s:
+            self._end(
+                f"no CONNACK from {s.host}:{s.port} within {s.connect_timeout_s:g} s",
+                problem="no_connack",
+            )
+            return False
+        if self._connected and now - self._last_in > DEAD_AFTER_KEEPALIVES * s.keepalive_s:
+            self._end(
+                f"nothing from the broker for {now - self._last_in:.1f} s "
+                f"(keepalive {s.keepalive_s} s): the link is dead"
+            )
+            return False
+        return True
 
     def _close_socket(self, client: mqtt.Client) -> None:
         sock = client.socket()
@@ -416,6 +378,8 @@ class Connection:
                 f"the broker refused the connection: {_reason_text(rc)}",
                 failed_connect=True,
                 permanent=permanent,
+                problem="login",
+                detail=_reason_text(rc),
             )
             return
         self._connected = True
@@ -428,6 +392,7 @@ class Connection:
                 self.conn,
                 bool(flags.session_present),
                 int(receive_max) if isinstance(receive_max, int) else None,
+                _tls_session(client.socket()),
             )
         )
 

@@ -12,23 +12,17 @@ technician's confirmation of the lights need ``--interactive``.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import logging
 import os
 import shutil
-import socket
-import ssl
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from firmware.config import BrokerSection, HardwareSection, StationConfig
+from firmware.config import HardwareSection, StationConfig
 from firmware.errors import DeviceError, StationError
 from firmware.hardware import (
     build_camera,
@@ -43,6 +37,13 @@ from firmware.qr import make_engine
 from firmware.rtc import DS3231
 from firmware.sim.camera import SimCamera
 from firmware.sim.scanner import SimScanner
+from hardware_tests.probes import (
+    ClockStatus,
+    SelfTestError,
+    is_raspberry_pi,
+    probe_broker,
+    probe_clock,
+)
 from hardware_tests.testcard import TEST_BARCODE, TEST_CARD_TEXT
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,6 @@ log = logging.getLogger(__name__)
 Status = Literal["pass", "fail", "skip"]
 # What a tent can plausibly be: a thermometer reading outside this is broken or misread.
 AMBIENT_PLAUSIBLE_C = (-10.0, 50.0)
-CERT_WARN_DAYS = 30
-_TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised
-
-
-class SelfTestError(StationError):
-    """A self-test check could not run as asked."""
 
 
 @dataclass(frozen=True)
@@ -66,68 +61,6 @@ class Check:
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class ClockStatus:
-    synchronised: bool | None  # None: cannot tell
-    source: str
-    detail: str
-
-
-def parse_timedatectl(output: str) -> bool | None:
-    """``timedatectl show -p NTPSynchronized --value`` prints yes or no."""
-    value = output.strip().lower()
-    if value == "yes":
-        return True
-    if value == "no":
-        return False
-    return None
-
-
-def _adjtimex_state() -> int | None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        buf = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
-        state = int(libc.adjtimex(buf))
-    except (OSError, AttributeError):
-        return None
-    return None if state < 0 else state
-
-
-def probe_clock() -> ClockStatus:
-    """Ask systemd whether NTP synchronised the clock; the kernel when systemd cannot say."""
-    try:
-        out = subprocess.run(
-            ["timedatectl", "show", "-p", "NTPSynchronized", "--value"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-        if out.returncode == 0:
-            synced = parse_timedatectl(out.stdout)
-            if synced is not None:
-                return ClockStatus(synced, "timedatectl", f"NTPSynchronized={out.stdout.strip()}")
-        why = (out.stderr.strip().splitlines() or ["no answer"])[0]
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        why = str(exc)
-    state = _adjtimex_state()
-    if state is None:
-        return ClockStatus(None, "none", f"timedatectl: {why}; adjtimex unavailable")
-    return ClockStatus(
-        state != _TIME_ERROR,
-        "adjtimex",
-        f"kernel clock state {state} ({'unsynchronised' if state == _TIME_ERROR else 'ok'}); "
-        f"timedatectl: {why}",
-    )
-
-
-def is_raspberry_pi(model_file: Path = Path("/proc/device-tree/model")) -> bool:
-    try:
-        return "raspberry pi" in model_file.read_text(errors="replace").lower()
-    except OSError:
-        return False
 
 
 Ask = Callable[[str], str]
@@ -516,140 +449,6 @@ def describe(output: str) -> str:
         "isolation_beacon": "the isolation beacon",
         "buzzer": "the buzzer (sounding)",
     }[output]
-
-
-# -- MQTT ------------------------------------------------------------------------------------
-
-
-def _mqtt_string(value: str | bytes) -> bytes:
-    raw = value.encode() if isinstance(value, str) else value
-    return len(raw).to_bytes(2, "big") + raw
-
-
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def mqtt_connect_packet(
-    client_id: str, username: str | None = None, password: bytes | None = None
-) -> bytes:
-    """An MQTT 3.1.1 CONNECT with a clean session."""
-    flags = 0x02
-    payload = _mqtt_string(client_id)
-    if username is not None:
-        flags |= 0x80
-        payload += _mqtt_string(username)
-        if password is not None:
-            flags |= 0x40
-            payload += _mqtt_string(password)
-    variable = _mqtt_string("MQTT") + bytes([4, flags]) + (10).to_bytes(2, "big")
-    body = variable + payload
-    return b"\x10" + _remaining_length(len(body)) + body
-
-
-CONNACK_CODES = {
-    1: "the broker refuses MQTT 3.1.1",
-    2: "the broker rejected the client id",
-    3: "the broker is unavailable",
-    4: "bad user name or password",
-    5: "not authorised",
-}
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise SelfTestError("the broker closed the connection before answering")
-        data += chunk
-    return data
-
-
-@contextmanager
-def _connect(host: str, port: int, timeout: float) -> Iterator[socket.socket]:
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except TimeoutError:
-        raise SelfTestError(f"no answer from {host}:{port} within {timeout:.0f} s") from None
-    except OSError as exc:
-        if exc.errno == errno.ECONNREFUSED:
-            raise SelfTestError(f"{host}:{port} refused the connection") from None
-        raise SelfTestError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
-    try:
-        yield sock
-    finally:
-        sock.close()
-
-
-def probe_broker(broker: BrokerSection, station_id: str, timeout: float = 5.0) -> str:
-    """Connect (TLS when mqtts, verified against ``ca_file`` or the system's CAs), log in
-    with MQTT and disconnect. Returns what was found; raises SelfTestError otherwise."""
-    host, port = broker.host, broker.port
-    notes: list[str] = []
-    with _connect(host, port, timeout) as raw:
-        sock: socket.socket = raw
-        if broker.tls:
-            ctx = ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
-            if broker.cert_file is not None and broker.key_file is not None:
-                try:
-                    ctx.load_cert_chain(str(broker.cert_file), str(broker.key_file))
-                except (OSError, ssl.SSLError) as exc:
-                    raise SelfTestError(f"cannot load the client certificate: {exc}") from None
-            try:
-                sock = ctx.wrap_socket(raw, server_hostname=host)
-            except ssl.SSLCertVerificationError as exc:
-                raise SelfTestError(
-                    f"TLS certificate of {host}:{port} not valid: {exc.verify_message}"
-                ) from None
-            except (ssl.SSLError, OSError) as exc:
-                raise SelfTestError(f"TLS handshake with {host}:{port} failed: {exc}") from None
-            cert = sock.getpeercert() or {}
-            not_after = cert.get("notAfter")
-            if isinstance(not_after, str):
-                days = (ssl.cert_time_to_seconds(not_after) - time.time()) / 86400
-                notes.append(f"certificate valid for {days:.0f} more days")
-                if days < CERT_WARN_DAYS:
-                    notes.append("RENEW IT SOON")
-            notes.insert(0, f"TLS {sock.version()}")
-        password = None
-        if broker.password_file is not None:
-            try:
-                password = broker.password_file.read_bytes().strip()
-            except OSError as exc:
-                raise SelfTestError(f"cannot read broker.password_file: {exc.strerror}") from None
-        try:
-            sock.sendall(
-                mqtt_connect_packet(
-                    f"selftest-{station_id}-{os.getpid()}", broker.username, password
-                )
-            )
-            head = _recv_exact(sock, 4)
-            if head[0] != 0x20 or head[1] != 2:
-                raise SelfTestError(f"{host}:{port} does not answer like an MQTT broker")
-            code = head[3]
-            if code != 0:
-                raise SelfTestError(
-                    f"{host}:{port} refused the MQTT login: "
-                    f"{CONNACK_CODES.get(code, f'code {code}')}"
-                )
-            sock.sendall(b"\xe0\x00")  # DISCONNECT
-        except TimeoutError:
-            raise SelfTestError(f"{host}:{port} did not answer the MQTT login") from None
-        except OSError as exc:
-            raise SelfTestError(f"{host}:{port}: {exc.strerror or exc}") from None
-        finally:
-            if sock is not raw:
-                sock.close()
-    scheme = "mqtts" if broker.tls else "mqtt"
-    return f"{scheme}://{host}:{port} accepted the login" + (
-        f" ({', '.join(notes)})" if notes else ""
-    )
 
 
 def summary(results: list[Check]) -> dict[str, Any]:

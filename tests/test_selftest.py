@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,8 @@ from firmware.qr import decode_image_file
 from firmware.rtc import DS3231
 from firmware.sim.i2c import FakeSMBus
 from firmware.sim.rtc import FakeDS3231
-from hardware_tests.selftest import (
-    Check,
-    ClockStatus,
-    SelfTest,
-    mqtt_connect_packet,
-    parse_timedatectl,
-    probe_clock,
-)
+from hardware_tests.probes import ClockStatus, parse_timedatectl, probe_clock
+from hardware_tests.selftest import Check, SelfTest
 from hardware_tests.testcard import TEST_CARD_TEXT
 from kiosk_ui.cli import main
 from tests.support.certs import TestCA
@@ -268,16 +264,6 @@ def test_lights_check_reads_back_a_stuck_pin(tmp_path: Path) -> None:
 # -- broker ------------------------------------------------------------------------------
 
 
-def test_connect_packet_is_mqtt_311() -> None:
-    pkt = mqtt_connect_packet("selftest-K03-1", "K03", b"secret")
-    assert pkt[0] == 0x10
-    assert pkt[1] == len(pkt) - 2
-    assert pkt[2:8] == b"\x00\x04MQTT"
-    assert pkt[8] == 4
-    assert pkt[9] == 0x80 | 0x40 | 0x02
-    assert pkt.endswith(b"\x00\x06secret")
-
-
 def _tls_config(tmp_path: Path, broker: Broker, ca: Path, client: Any) -> Path:
     return write_config(
         tmp_path / "station",
@@ -366,6 +352,35 @@ def test_broker_refusing_the_login_fails(tmp_path: Path) -> None:
         [check] = SelfTest(config).check_broker()
     assert check.status == "fail"
     assert "refused the MQTT login" in check.detail
+
+
+def test_a_port_that_does_not_speak_mqtt_fails(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def answer_like_a_web_server() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+        t = threading.Thread(target=answer_like_a_web_server, daemon=True)
+        t.start()
+        url = f"mqtt://127.0.0.1:{port}"
+        config = load_config(write_config(tmp_path, {"broker": {"url": url}}))
+        [check] = SelfTest(config, timeout_s=2.0).check_broker()
+        t.join(5)
+    assert check.status == "fail"
+    assert f"127.0.0.1:{port} does not answer like an MQTT broker" in check.detail
+
+
+def test_an_unreadable_password_file_fails_before_connecting(tmp_path: Path) -> None:
+    missing = tmp_path / "absent.secret"
+    overrides = {"broker": {"username": "K03", "password_file": str(missing)}}
+    config = load_config(write_config(tmp_path, overrides))
+    [check] = SelfTest(config).check_broker()
+    assert check.status == "fail"
+    assert "cannot read the broker password file" in check.detail
 
 
 def test_the_technicians_guide_explains_every_check_and_light_state(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from firmware.config import load_config
-from hardware_tests.selftest import SelfTest, is_raspberry_pi
+from hardware_tests.probes import is_raspberry_pi
+from hardware_tests.selftest import SelfTest
 
 CONFIG = os.environ.get("SAMPLING_STATION_CONFIG")
 
