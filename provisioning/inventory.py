@@ -279,34 +279,7 @@ def parse_inventory(data: dict[str, Any], base: Path, origin: str) -> Inventory:
     problems: list[str] = []
     unknown = sorted(set(data) - {"fleet", "station"})
     problems += [f"{k}: unknown top-level key (expected [fleet] and [[station]])" for k in unknown]
-    fleet: Fleet | None = None
-    try:
-        fleet = Fleet.model_validate(data.get("fleet", {}))
-    except ValidationError as exc:
-        problems += [_describe(dict(e), "fleet.") for e in exc.errors()]
-    if fleet is not None:
-        fleet = fleet.model_copy(
-            update={
-                "known_hosts": _resolve(fleet.known_hosts, base),
-                "trust_file": _resolve(fleet.trust_file, base),
-                "release": fleet.release.model_copy(
-                    update={"artifact": _resolve(fleet.release.artifact, base)}
-                ),
-            }
-        )
-        if not fleet.known_hosts.is_file():
-            problems.append(
-                f"fleet.known_hosts: cannot read {fleet.known_hosts} (host keys are pinned: "
-                "collect them with ssh-keyscan on a trusted network, see docs/provisioning.md)"
-            )
-        if not fleet.release.artifact.is_file():
-            problems.append(f"fleet.release.artifact: cannot read {fleet.release.artifact}")
-        try:
-            json.loads(fleet.trust_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            problems.append(f"fleet.trust_file: {fleet.trust_file} is not a readable JSON file")
-            del exc
-
+    fleet = _parse_fleet(data.get("fleet", {}), base, problems)
     raw_stations = data.get("station", [])
     if not isinstance(raw_stations, list) or not raw_stations:
         problems.append("station: the inventory lists no [[station]] entries")
@@ -317,39 +290,88 @@ def parse_inventory(data: dict[str, Any], base: Path, origin: str) -> Inventory:
     config_data: dict[str, dict[str, Any]] = {}
     seen: set[str] = set()
     for index, raw in enumerate(raw_stations):
-        label = raw.get("id", f"#{index + 1}") if isinstance(raw, dict) else f"#{index + 1}"
-        where = f"station {label}: "
-        if not isinstance(raw, dict):
-            problems.append(f"{where}each [[station]] must be a table")
-            continue
-        merged = _merge(defaults, raw)
-        try:
-            station = _resolve_paths(Station.model_validate(merged), base)
-        except ValidationError as exc:
-            problems += [_describe(dict(e), where) for e in exc.errors()]
-            continue
-        if station.id in seen:
-            problems.append(f"{where}id: another station has the same id")
-            continue
-        seen.add(station.id)
-        own = _check_station(station, merged.get("config", {}))
-        problems += own
-        if own:
-            continue
-        table = station_config_data(station)
-        try:
-            cfg = parse_config(table, Path(str(ETC_DIR)), f"station {station.id}")
-        except ConfigError as exc:
-            problems += [f"{where}config.{p}" for p in exc.problems]
-            continue
-        stations.append(station)
-        configs[station.id] = cfg
-        config_data[station.id] = table
+        parsed = _parse_station(
+            raw, index, defaults=defaults, base=base, seen=seen, problems=problems
+        )
+        if parsed is not None:
+            station, cfg, table = parsed
+            stations.append(station)
+            configs[station.id] = cfg
+            config_data[station.id] = table
     if problems or fleet is None:
         raise InventoryError(origin, problems or ["the inventory has no [fleet] section"])
     return Inventory(
         path=Path(origin), fleet=fleet, stations=stations, configs=configs, config_data=config_data
     )
+
+
+def _parse_fleet(raw: Any, base: Path, problems: list[str]) -> Fleet | None:
+    """``[fleet]`` with its paths resolved; None (and ``problems`` say why) when invalid."""
+    try:
+        fleet = Fleet.model_validate(raw)
+    except ValidationError as exc:
+        problems += [_describe(dict(e), "fleet.") for e in exc.errors()]
+        return None
+    fleet = fleet.model_copy(
+        update={
+            "known_hosts": _resolve(fleet.known_hosts, base),
+            "trust_file": _resolve(fleet.trust_file, base),
+            "release": fleet.release.model_copy(
+                update={"artifact": _resolve(fleet.release.artifact, base)}
+            ),
+        }
+    )
+    if not fleet.known_hosts.is_file():
+        problems.append(
+            f"fleet.known_hosts: cannot read {fleet.known_hosts} (host keys are pinned: "
+            "collect them with ssh-keyscan on a trusted network, see docs/provisioning.md)"
+        )
+    if not fleet.release.artifact.is_file():
+        problems.append(f"fleet.release.artifact: cannot read {fleet.release.artifact}")
+    try:
+        json.loads(fleet.trust_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        problems.append(f"fleet.trust_file: {fleet.trust_file} is not a readable JSON file")
+    return fleet
+
+
+def _parse_station(
+    raw: Any,
+    index: int,
+    *,
+    defaults: dict[str, Any],
+    base: Path,
+    seen: set[str],
+    problems: list[str],
+) -> tuple[Station, StationConfig, dict[str, Any]] | None:
+    """One ``[[station]]`` over the fleet's defaults, with its station.toml validated; None
+    (and ``problems`` say why) when invalid."""
+    label = raw.get("id", f"#{index + 1}") if isinstance(raw, dict) else f"#{index + 1}"
+    where = f"station {label}: "
+    if not isinstance(raw, dict):
+        problems.append(f"{where}each [[station]] must be a table")
+        return None
+    merged = _merge(defaults, raw)
+    try:
+        station = _resolve_paths(Station.model_validate(merged), base)
+    except ValidationError as exc:
+        problems += [_describe(dict(e), where) for e in exc.errors()]
+        return None
+    if station.id in seen:
+        problems.append(f"{where}id: another station has the same id")
+        return None
+    seen.add(station.id)
+    own = _check_station(station, merged.get("config", {}))
+    problems += own
+    if own:
+        return None
+    table = station_config_data(station)
+    try:
+        cfg = parse_config(table, Path(str(ETC_DIR)), f"station {station.id}")
+    except ConfigError as exc:
+        problems += [f"{where}config.{p}" for p in exc.problems]
+        return None
+    return station, cfg, table
 
 
 def load_inventory(path: Path | str) -> Inventory:
