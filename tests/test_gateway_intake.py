@@ -140,5 +140,6 @@ def test_the_guide_names_every_gateway_option_and_action() -> None:
     options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
     missing = [o for o in options if o != "--help" and f"`{o}`" not in text]
     assert missing == []
-    for action in gateway_cli.ACTIONS:
-        assert f"station gateway {action}" in text
+    docs = "\n".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
+    missing = [a for a in gateway_cli.ACTIONS if f"station gateway {a}" not in docs]
+    assert missing == []
