@@ -38,6 +38,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "results": ("edge_agent.gateway.lab_import", "lab results: `results import FILE`"),
     "recall": ("edge_agent.gateway.recall_sender", "send the recall list to every station"),
     "export": ("edge_agent.gateway.export", "a day's specimens as FHIR R5 or CSV"),
+    "lab": ("edge_agent.gateway.lab_web", "the lab's page: receive boxes, enter one result"),
 }
 
 
