@@ -28,6 +28,7 @@ from edge_agent.errors import StorageError
 from firmware.config import load_config
 from kiosk_ui.cli import main
 from kiosk_ui.kiosk import build
+from kiosk_ui.screens.present import alert_name
 from tests.support.config import write_config
 from tests.support.contract import check_outbox, validate_event
 from tests.support.drills import drill_config
@@ -322,4 +323,6 @@ def test_a_kiosk_built_on_a_damaged_database_shows_the_sampler_the_alert(tmp_pat
         status = core.loop.call(core.kiosk.link_status)
         assert list(status.alerts) == [ALERT_KIND]
         assert status.depth == 1  # the alert, numbered after the damaged file's 30 events
+        assert alert_name(ALERT_KIND, "zh") == "数据库损坏"  # what the sampler's panel says
+        assert alert_name(ALERT_KIND, "en") == "database damaged"
     assert len(list(tmp_path.glob("**/station.db.damaged-*"))) == 1

@@ -106,6 +106,7 @@ STRINGS: dict[str, dict[Language, str]] = {
     "alert.sensor_fault.thermometer": {"zh": "测温器故障", "en": "thermometer fault"},
     "alert.sensor_fault.camera": {"zh": "摄像头故障", "en": "camera fault"},
     "alert.storage_low": {"zh": "存储空间不足", "en": "storage low"},
+    "alert.database_damaged": {"zh": "数据库损坏", "en": "database damaged"},
     "alert.connect": {"zh": "网关拒绝连接", "en": "gateway refused the link"},
     "alert.delivery": {"zh": "网关拒收事件", "en": "gateway refused an event"},
     "alert.ack": {"zh": "网关确认有误", "en": "gateway ack out of range"},
