@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edge_agent.gateway import receipt
 from edge_agent.gateway.receipt import BOX_PATTERN, TUBE_PATTERN, receive_box, scans
@@ -150,3 +152,38 @@ def test_station_gateway_receive_reads_the_scanner_from_stdin(
     assert "box BX0001 from T01/K03: 1 tubes received" in out
     assert "everything the station dispatched is here" in out
     assert "! box BX0009 was never dispatched by a station" in out
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.from_regex(r"BX[0-9A-Z]{4,8}", fullmatch=True),
+            st.from_regex(r"TB[0-9A-Z]{6,10}", fullmatch=True),
+            st.just(""),
+            st.text(alphabet="abc xyz-", max_size=6),
+        ),
+        max_size=40,
+    )
+)
+def test_every_scanned_tube_lands_in_the_box_scanned_before_it(lines: list[str]) -> None:
+    tube, box = re.compile(TUBE_PATTERN), re.compile(BOX_PATTERN)
+    got = list(scans(lines, tube, box))
+    boxes = [item for item in got if isinstance(item, tuple)]
+    said = [item for item in got if isinstance(item, str)]
+    # What a model of the scanner session says: each box with the tubes scanned after it.
+    expected: list[tuple[str, list[str]]] = []
+    stray = 0
+    current: tuple[str, list[str]] | None = None
+    for line in (x.strip().upper() for x in lines):
+        if not line or box.fullmatch(line):
+            if current is not None:
+                expected.append(current)
+            current = (line, []) if line else None
+        elif current is not None and tube.fullmatch(line):
+            current[1].append(line)
+        else:
+            stray += 1
+    if current is not None:
+        expected.append(current)
+    assert boxes == expected
+    assert len(said) == stray  # every other line is named, none is lost silently
