@@ -94,13 +94,13 @@ class LinkRelay:
         sel = selectors.DefaultSelector()
         a.setblocking(False)
         b.setblocking(False)
-        sel.register(a, selectors.EVENT_READ, b)
-        sel.register(b, selectors.EVENT_READ, a)
+        sel.register(a, selectors.EVENT_READ, (a, b))
+        sel.register(b, selectors.EVENT_READ, (b, a))
         try:
             while not self._stop.is_set() and self._online.is_set():
                 for key, _ in sel.select(0.2):
-                    src: socket.socket = key.fileobj  # type: ignore[assignment]
-                    dst: socket.socket = key.data
+                    pair: tuple[socket.socket, socket.socket] = key.data  # from, to
+                    src, dst = pair
                     data = src.recv(65536)
                     if not data:
                         return
