@@ -14,12 +14,13 @@ import logging
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
-from typing import Any, Protocol
+from typing import Any
 
 from provisioning import plan
+from provisioning.host import Executor, HostReport
 from provisioning.inventory import (
     CONFIG_PATH,
     CURRENT_LINK,
@@ -28,6 +29,17 @@ from provisioning.inventory import (
     Inventory,
     Station,
     sha256_file,
+)
+from provisioning.releases import (
+    Releases,
+    parse_releases,
+    plan_mark_failed,
+    plan_prune,
+    plan_release_install,
+    plan_switch,
+    previous_release,
+    releases_fact_command,
+    releases_to_prune,
 )
 from provisioning.render import (
     BOOT_CONFIGS,
@@ -52,26 +64,6 @@ log = logging.getLogger(__name__)
 REBOOT_MARKER = "/run/sampling-station/reboot-pending"
 
 
-class Executor(Protocol):
-    dry: bool
-
-    def fact(self, script: str) -> list[str]:
-        """Run a read-only shell script on the station; its output lines."""
-        ...
-
-    def apply(self, name: str, planner: Callable[[], list[plan.Step]]) -> list[plan.Step]:
-        """Run the steps ``planner`` returns (or only list them in a dry run)."""
-        ...
-
-    def query(self, command: str) -> tuple[int, str, str]:
-        """Run a read-only command; (exit status, stdout, stderr)."""
-        ...
-
-    def wait_for_reboot(self, marker: str, delay_s: float, timeout_s: float) -> None:
-        """Reconnect after a reboot, until ``marker`` (a file in /run) has gone."""
-        ...
-
-
 @dataclass(frozen=True)
 class Snapshot:
     """What the deploy knows about a station before it changes anything."""
@@ -80,40 +72,9 @@ class Snapshot:
     accounts: plan.Accounts
     paths: dict[str, plan.PathState]
     boot: tuple[str, bytes] | None
-    releases: plan.Releases
+    releases: Releases
     enabled: dict[str, str]
     active: dict[str, str]
-
-
-@dataclass
-class HostReport:
-    station: str
-    address: str
-    action: str
-    dry: bool
-    ok: bool = True
-    status: str = "unchanged"  # unchanged | changed | failed | unreachable | rolled-back
-    started_at: str = ""
-    duration_s: float = 0.0
-    changes: list[dict[str, Any]] = field(default_factory=list)
-    operations: list[dict[str, Any]] = field(default_factory=list)
-    diffs: dict[str, str] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    selftest: dict[str, Any] | None = None
-    services: dict[str, str] = field(default_factory=dict)
-    release_before: str | None = None
-    release_after: str | None = None
-    rolled_back: bool = False
-    rebooted: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    def fail(self, message: str, status: str = "failed") -> None:
-        self.ok = False
-        self.status = status
-        self.errors.append(message)
 
 
 class Deploy:
@@ -137,7 +98,7 @@ class Deploy:
         self.prefix = station.prefix
         self.image = station.effective_mode == "image"
         self.release_changed = False
-        self.facts_releases = plan.Releases([], [], None)
+        self.facts_releases = Releases([], [], None)
         self.now = now or (lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
     # -- helpers -----------------------------------------------------------------------------
@@ -193,9 +154,9 @@ class Deploy:
     def accounts(self) -> plan.Accounts:
         return plan.parse_accounts(self.ex.fact(plan.accounts_fact_command(self.prefix)))
 
-    def releases(self) -> plan.Releases:
-        script = plan.releases_fact_command(self.prefix, RELEASES_DIR, CURRENT_LINK)
-        return plan.parse_releases(self.ex.fact(script))
+    def releases(self) -> Releases:
+        script = releases_fact_command(self.prefix, RELEASES_DIR, CURRENT_LINK)
+        return parse_releases(self.ex.fact(script))
 
     def _remote_bytes(self, path: str) -> bytes | None:
         lines = self.ex.fact(f"if [ -f {shlex.quote(path)} ]; then base64 -w0 < "
@@ -218,7 +179,7 @@ class Deploy:
             "accounts": plan.accounts_fact_command(p),
             "paths": plan.paths_fact_command(paths),
             "boot": plan.boot_fact_command(p, BOOT_CONFIGS),
-            "releases": plan.releases_fact_command(p, RELEASES_DIR, CURRENT_LINK),
+            "releases": releases_fact_command(p, RELEASES_DIR, CURRENT_LINK),
             "enabled": plan.units_fact_command(enable, "is-enabled", p if self.image else ""),
             "active": "" if self.image else plan.units_fact_command(running, "is-active"),
         }
@@ -230,7 +191,7 @@ class Deploy:
             accounts=plan.parse_accounts(raw.get("accounts", [])),
             paths=plan.parse_paths(raw.get("paths", [])),
             boot=plan.parse_boot(raw.get("boot", [])),
-            releases=plan.parse_releases(raw.get("releases", [])),
+            releases=parse_releases(raw.get("releases", [])),
             enabled=plan.parse_units(raw.get("enabled", [])),
             active=plan.parse_units(raw.get("active", [])),
         )
@@ -238,21 +199,49 @@ class Deploy:
     # -- apply -------------------------------------------------------------------------------
 
     def apply(self) -> None:
-        st, prefix, desired = self.st, self.prefix, desired_state(self.inv, self.st)
+        desired = desired_state(self.inv, self.st)
         facts = self.snapshot(desired)
         self.facts_releases = facts.releases
         self.report.release_before = facts.releases.current
-        if not self.image and st.packages:
-            wanted = list(st.packages)
+        if not self.image and self.st.packages:
+            wanted = list(self.st.packages)
             self.step("packages", lambda: plan.plan_packages(wanted, facts.packages))
+        accounts = self._account(facts)
+        changed_files = self._files(facts, desired, accounts)
+        boot_changed = self._boot(facts.boot, desired.boot_fragment)
+        switched = False
+        if self.image:
+            self.report.notes.append(
+                "image mode: releases, services and the health check run on the first live run"
+            )
+        else:
+            switched = self._release(facts.releases)
+        self._systemd(facts, changed_files, switched)
+        if self.ex.dry:
+            if boot_changed and not self.image:
+                self.report.notes.append("would reboot: the boot configuration changes")
+            return
+        if boot_changed and not self.image:
+            self._reboot()
+        if not self.image:
+            self._health_and_rollback(switched)
+
+    def _account(self, facts: Snapshot) -> plan.Accounts:
+        """The service user and its groups; the accounts as they are afterwards."""
 
         def account() -> list[plan.Step]:
-            groups = service_groups(st)
-            return plan.plan_account(st.service_user, groups, facts.accounts, prefix, STATE_DIR)
+            groups = service_groups(self.st)
+            return plan.plan_account(
+                self.st.service_user, groups, facts.accounts, self.prefix, STATE_DIR
+            )
 
-        accounts = facts.accounts
         if self.step("service user", account) and not self.ex.dry:
-            accounts = self.accounts()
+            return self.accounts()
+        return facts.accounts
+
+    def _files(self, facts: Snapshot, desired: Desired, accounts: plan.Accounts) -> set[str]:
+        """The directories, then every file; the paths of the files that changed."""
+        prefix = self.prefix
 
         def dirs() -> list[plan.Step]:
             out: list[plan.Step] = []
@@ -278,24 +267,7 @@ class Deploy:
         changed = self.group("files", parts)
         changed_files = {str(f.path) for f in desired.files if f"file {f.path}" in changed}
         self.report.diffs.update({p: d for p, d in diffs.items() if p in changed_files})
-        boot_changed = self._boot(facts.boot, desired.boot_fragment)
-
-        switched = False
-        if self.image:
-            self.report.notes.append(
-                "image mode: releases, services and the health check run on the first live run"
-            )
-        else:
-            switched = self._release(facts.releases)
-        self._systemd(facts, changed_files, switched)
-        if self.ex.dry:
-            if boot_changed and not self.image:
-                self.report.notes.append("would reboot: the boot configuration changes")
-            return
-        if boot_changed and not self.image:
-            self._reboot()
-        if not self.image:
-            self._health_and_rollback(switched)
+        return changed_files
 
     def _diffs(self, files: list[FileSpec], have: dict[str, plan.PathState]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -326,12 +298,12 @@ class Deploy:
             self.report.diffs[shown] = plan.file_diff(shown, current, new)
         return changed
 
-    def _release(self, have: plan.Releases) -> bool:
+    def _release(self, have: Releases) -> bool:
         rel = self.inv.fleet.release
         name = rel.release_name()
 
         def install() -> list[plan.Step]:
-            return plan.plan_release_install(
+            return plan_release_install(
                 name,
                 have,
                 prefix=self.prefix,
@@ -344,7 +316,7 @@ class Deploy:
             )
 
         def switch() -> list[plan.Step]:
-            return plan.plan_switch(name, have.current, prefix=self.prefix, link=CURRENT_LINK)
+            return plan_switch(name, have.current, prefix=self.prefix, link=CURRENT_LINK)
 
         installed = self.step(f"release {name}", install)
         switched = self.step("switch current", switch)
@@ -452,7 +424,7 @@ class Deploy:
         if not switched:
             self.report.fail(f"health check failed on release {failed}")
             return
-        previous = plan.previous_release(self.releases(), failed)
+        previous = previous_release(self.releases(), failed)
         if previous is None:
             self.report.fail(f"health check failed on release {failed}; no earlier release")
             return
@@ -460,8 +432,8 @@ class Deploy:
         def back() -> list[plan.Step]:
             assert previous is not None and failed is not None
             return [
-                *plan.plan_mark_failed(failed, prefix=self.prefix, releases_dir=RELEASES_DIR),
-                *plan.plan_switch(previous, failed, prefix=self.prefix, link=CURRENT_LINK),
+                *plan_mark_failed(failed, prefix=self.prefix, releases_dir=RELEASES_DIR),
+                *plan_switch(previous, failed, prefix=self.prefix, link=CURRENT_LINK),
             ]
 
         self.step(f"roll back to {previous}", back)
@@ -478,10 +450,8 @@ class Deploy:
     def _prune(self) -> None:
         have = self.releases() if self.release_changed else self.facts_releases
         keep = self.inv.fleet.release.keep
-        doomed = plan.releases_to_prune(
-            have, [have.current, plan.previous_release(have, have.current)], keep
-        )
-        self.step("prune releases", lambda: plan.plan_prune(
+        doomed = releases_to_prune(have, [have.current, previous_release(have, have.current)], keep)
+        self.step("prune releases", lambda: plan_prune(
             doomed, have.incomplete, prefix=self.prefix, releases_dir=RELEASES_DIR))  # fmt: skip
 
     # -- rollback by hand --------------------------------------------------------------------
@@ -492,7 +462,7 @@ class Deploy:
             return
         have = self.releases()
         self.report.release_before = have.current
-        previous = plan.previous_release(have, have.current)
+        previous = previous_release(have, have.current)
         if previous is None:
             self.report.fail(f"no release before {have.current} to roll back to")
             return
@@ -501,11 +471,11 @@ class Deploy:
         def back() -> list[plan.Step]:
             assert previous is not None
             mark = (
-                plan.plan_mark_failed(current, prefix=self.prefix, releases_dir=RELEASES_DIR)
+                plan_mark_failed(current, prefix=self.prefix, releases_dir=RELEASES_DIR)
                 if current
                 else []
             )
-            return [*mark, *plan.plan_switch(previous, current, prefix=self.prefix,
+            return [*mark, *plan_switch(previous, current, prefix=self.prefix,
                                              link=CURRENT_LINK)]  # fmt: skip
 
         self.step(f"roll back to {previous}", back)

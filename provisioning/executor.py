@@ -23,8 +23,9 @@ from pyinfra.api.inventory import Inventory
 from pyinfra.api.operation import add_op, operation
 from pyinfra.api.state import State, StateStage
 
-from provisioning.deploy import Deploy, HostReport
+from provisioning.deploy import Deploy
 from provisioning.errors import DeployStepFailed
+from provisioning.host import HostReport
 from provisioning.inventory import Station, load_inventory
 from provisioning.plan import Shell, Step
 

@@ -13,8 +13,8 @@ import pytest
 
 from firmware.config import dump_toml
 from kiosk_ui.cli import main
-from provisioning.deploy import HostReport
 from provisioning.errors import InventoryError
+from provisioning.host import HostReport
 from provisioning.inventory import (
     Fleet,
     MqttCredentials,

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provisioning import plan
-from provisioning.deploy import Deploy, HostReport
+from provisioning import plan, releases
+from provisioning.deploy import Deploy
+from provisioning.host import HostReport
 from provisioning.inventory import CURRENT_LINK, RELEASES_DIR, Inventory, Station
 from provisioning.render import (
     BLOCK_BEGIN,
@@ -238,15 +239,16 @@ def test_units_enable_and_start() -> None:
 
 def _releases(
     *names: str, failed: tuple[str, ...] = (), current: str | None = None
-) -> plan.Releases:
+) -> releases.Releases:
     infos = [
-        plan.ReleaseInfo(n, f"2026-01-0{i + 1}T00:00:00Z", n in failed) for i, n in enumerate(names)
+        releases.ReleaseInfo(n, f"2026-01-0{i + 1}T00:00:00Z", n in failed)
+        for i, n in enumerate(names)
     ]
-    return plan.Releases(infos, [], current)
+    return releases.Releases(infos, [], current)
 
 
 def test_releases_fact_output_is_parsed_oldest_first() -> None:
-    got = plan.parse_releases([
+    got = releases.parse_releases([
         'R\tb\t\t{"installed_at": "2026-01-02T00:00:00Z"}',
         'R\ta\tfailed\t{"installed_at": "2026-01-01T00:00:00Z"}',
         "P\tc",
@@ -254,11 +256,11 @@ def test_releases_fact_output_is_parsed_oldest_first() -> None:
     ])  # fmt: skip
     assert got.names() == ["a", "b"] and got.complete[0].failed is True
     assert got.incomplete == ["c"] and got.current == "b"
-    assert plan.parse_releases(["C\t"]).current is None
+    assert releases.parse_releases(["C\t"]).current is None
 
 
 def test_release_install_builds_its_own_venv_and_marks_completion_last() -> None:
-    steps = plan.plan_release_install(
+    steps = releases.plan_release_install(
         "1.0-abc", _releases(), prefix="", releases_dir=RELEASES_DIR,
         artifact=Path("/dist/s-1.0-py3-none-any.whl"), sha256="ff", python="/usr/bin/python3",
         pip_options=["--no-deps"], now="2026-01-01T00:00:00Z",
@@ -272,27 +274,27 @@ def test_release_install_builds_its_own_venv_and_marks_completion_last() -> None
     assert f"--python {d}/venv/bin/python install" in _commands(steps)[3]
     assert "--no-deps" in _commands(steps)[3]
     assert _commands(steps)[4].endswith(f"> {d}/.release.json")
-    assert plan.plan_release_install(
+    assert releases.plan_release_install(
         "1.0-abc", _releases("1.0-abc"), prefix="", releases_dir=RELEASES_DIR,
         artifact=Path("/x.whl"), sha256="ff", python="p", pip_options=[], now="n",
     ) == []  # fmt: skip
 
 
 def test_current_is_switched_by_renaming_a_new_link() -> None:
-    steps = plan.plan_switch("2", "1", prefix="/r", link=CURRENT_LINK)
+    steps = releases.plan_switch("2", "1", prefix="/r", link=CURRENT_LINK)
     assert _commands(steps) == [
         "rm -f /r/opt/sampling-station/releases/2/.failed && ln -sfn releases/2 "
         "/r/opt/sampling-station/current.tmp && mv -T /r/opt/sampling-station/current.tmp "
         "/r/opt/sampling-station/current"
     ]
-    assert plan.plan_switch("2", "2", prefix="/r", link=CURRENT_LINK) == []
+    assert releases.plan_switch("2", "2", prefix="/r", link=CURRENT_LINK) == []
 
 
 def test_previous_release_skips_failed_ones() -> None:
     have = _releases("a", "b", "c", "d", failed=("c",), current="d")
-    assert plan.previous_release(have, "d") == "b"
-    assert plan.previous_release(have, "a") is None
-    assert plan.previous_release(_releases(), None) is None
+    assert releases.previous_release(have, "d") == "b"
+    assert releases.previous_release(have, "a") is None
+    assert releases.previous_release(_releases(), None) is None
 
 
 @given(
@@ -307,8 +309,8 @@ def test_pruning_keeps_current_previous_and_at_most_keep(
     names = [f"r{i}" for i in range(n)]
     have = _releases(*names, failed=tuple(f"r{i}" for i in failed))
     cur = names[current] if current < n else None
-    prev = plan.previous_release(have, cur)
-    doomed = plan.releases_to_prune(have, [cur, prev], keep)
+    prev = releases.previous_release(have, cur)
+    doomed = releases.releases_to_prune(have, [cur, prev], keep)
     survivors = [x for x in names if x not in doomed]
     assert cur is None or cur in survivors
     assert prev is None or prev in survivors
@@ -320,11 +322,11 @@ def test_pruning_keeps_current_previous_and_at_most_keep(
 
 
 def test_prune_and_mark_failed_commands() -> None:
-    assert _commands(plan.plan_prune(["a"], ["b"], prefix="", releases_dir=RELEASES_DIR)) == [
+    assert _commands(releases.plan_prune(["a"], ["b"], prefix="", releases_dir=RELEASES_DIR)) == [
         "rm -rf /opt/sampling-station/releases/a /opt/sampling-station/releases/b"
     ]
-    assert plan.plan_prune([], [], prefix="", releases_dir=RELEASES_DIR) == []
-    assert _commands(plan.plan_mark_failed("a", prefix="", releases_dir=RELEASES_DIR)) == [
+    assert releases.plan_prune([], [], prefix="", releases_dir=RELEASES_DIR) == []
+    assert _commands(releases.plan_mark_failed("a", prefix="", releases_dir=RELEASES_DIR)) == [
         "touch /opt/sampling-station/releases/a/.failed"
     ]
 
