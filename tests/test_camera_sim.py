@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 
 from firmware.errors import SimulationError
 from firmware.qr import make_engine
-from firmware.sim.camera import SimCamera
+from firmware.sim.camera import SimCamera, _render_helper_main
 from firmware.sim.render import _lens, render_frame
 
 W, H = 320, 240
@@ -146,6 +147,19 @@ def test_a_helper_that_hangs_is_stopped_after_the_timeout_and_the_code_rendered_
         assert gone(pid)  # stopped for good, not left behind stopped
     finally:
         cam.close()
+
+
+def test_a_helper_whose_camera_is_gone_ends_quietly() -> None:
+    # A camera closed while its helper was still starting: the helper's "ready" meets a
+    # closed pipe. It must end without a traceback on the kiosk's stderr.
+    ours, theirs = multiprocessing.Pipe()
+    ours.close()
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        _render_helper_main(theirs)  # raised BrokenPipeError before
+    finally:
+        signal.signal(signal.SIGINT, before)
+        theirs.close()
 
 
 def test_a_camera_told_to_render_here_starts_no_helper() -> None:

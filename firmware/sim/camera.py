@@ -43,19 +43,22 @@ def _render_helper_main(conn: Connection) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the camera's owner decides when
     # the helper stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    conn.send(os.getpid())  # ready: everything rendering needs is imported
-    while True:
-        try:
-            job: _Job | None = conn.recv()
-        except EOFError:
-            return
-        if job is None:
-            return
-        try:
-            frame: Frame | None = render_frame(*job)
-        except Exception:  # the camera renders it again, and its caller gets the error
-            frame = None
-        conn.send(frame)
+    try:
+        conn.send(os.getpid())  # ready: everything rendering needs is imported
+        while True:
+            try:
+                job: _Job | None = conn.recv()
+            except EOFError:
+                return
+            if job is None:
+                return
+            try:
+                frame: Frame | None = render_frame(*job)
+            except Exception:  # the camera renders it again, and its caller gets the error
+                frame = None
+            conn.send(frame)
+    except BrokenPipeError:
+        return  # the camera closed while this helper started or rendered: nothing to say
 
 
 class _HelperFailed(Exception):
