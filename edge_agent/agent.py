@@ -27,7 +27,7 @@ from typing import Any
 import sqlite_utils
 
 from edge_agent import commands, damage, health, outbox
-from edge_agent.db import open_db, write_transaction
+from edge_agent.db import open_db
 from edge_agent.delivery import Delivery, EventTag, Limits, Puback
 from edge_agent.delivery_store import DeliveryStore
 from edge_agent.errors import CommandError, StorageError
@@ -112,8 +112,6 @@ class Agent:
         self.failures = 0
         self.next_attempt = 0.0
         self.last_error: str | None = None
-        self.link_state = "starting"
-        self.link_changed_at = time.time()
 
     @property
     def acked_through(self) -> int:
@@ -210,25 +208,10 @@ class Agent:
             self._set_state({"alert.connect": None})
 
     def _record_link(self, state: str, error: str | None) -> None:
-        self.link_state = state
-        self.link_changed_at = time.time()
-        self._set_state(
-            {
-                "link.state": state,
-                "link.since": outbox.rfc3339(self.link_changed_at),
-                "link.error": error,
-                "link.broker": self.broker.url,
-                "agent.pid": os.getpid(),
-            }
-        )
+        health.record_state(self.db, health.link_state(state, error, self.broker.url))
 
     def _set_state(self, values: dict[str, Any]) -> None:
-        try:
-            with write_transaction(self.db) as conn:
-                for k, v in values.items():
-                    outbox.set_state(conn, k, v)
-        except StorageError as exc:
-            log.warning("cannot record the agent state: %s", exc)
+        health.record_state(self.db, values)
 
     def _publish(self, tag: object, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         if self.link is not None:
@@ -301,9 +284,7 @@ class Agent:
         text = f"the broker refused event seq {seq}: {reason}" if seq is not None else reason
         log.error("ALERT (%s): %s", kind, text)
         self._has_alert = kind == "delivery"
-        self._set_state(
-            {f"alert.{kind}": {"at": outbox.rfc3339(time.time()), "seq": seq, "reason": reason}}
-        )
+        self._set_state(health.alert(kind, reason, seq))
 
     def _on_message(self, ev: Message) -> None:
         if ev.topic == self.topics.acks and self.e2e:

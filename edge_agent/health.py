@@ -1,4 +1,6 @@
-"""The station's health as the agent reports it: telemetry, and the ``storage_low`` alert.
+"""The station's health as the agent reports it: telemetry, the ``storage_low`` alert, and
+the agent's own rows in ``agent_state`` (its link and its alerts, which ``station agent
+status``, the kiosk and the telemetry read).
 
 Plain functions over the outbox and the file system; the agent decides when to call them.
 """
@@ -6,6 +8,7 @@ Plain functions over the outbox and the file system; the agent decides when to c
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sqlite3
 import time
@@ -24,6 +27,33 @@ log = logging.getLogger(__name__)
 THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
 STORAGE_LOW = "storage_low"
 STORAGE_MARGIN_MB = 16.0  # storage_low clears this far (or a quarter of the floor) above it
+
+
+def record_state(db: sqlite_utils.Database, values: dict[str, Any]) -> None:
+    """Write the agent's rows in ``agent_state``; on a full disk this only logs."""
+    try:
+        with write_transaction(db) as conn:
+            for k, v in values.items():
+                outbox.set_state(conn, k, v)
+    except StorageError as exc:
+        log.warning("cannot record the agent state: %s", exc)
+
+
+def link_state(state: str, error: str | None, broker_url: str) -> dict[str, Any]:
+    """The ``link.*`` rows: online, offline, connecting or stopped, since when, and why."""
+    return {
+        "link.state": state,
+        "link.since": outbox.rfc3339(time.time()),
+        "link.error": error,
+        "link.broker": broker_url,
+        "agent.pid": os.getpid(),
+    }
+
+
+def alert(kind: str, reason: str, seq: int | None) -> dict[str, Any]:
+    """The ``alert.<kind>`` row of an alert the agent raises (``connect``, ``delivery``,
+    ``ack``); it stands until the agent writes None there."""
+    return {f"alert.{kind}": {"at": outbox.rfc3339(time.time()), "seq": seq, "reason": reason}}
 
 
 def cpu_temperature(path: Path = THERMAL_ZONE) -> float | None:
