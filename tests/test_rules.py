@@ -17,7 +17,9 @@ from kiosk_ui.core.rules import (
     Thresholds,
     assess_temperature,
     decide,
+    likely_mode,
     needs_temperature,
+    queue_mode,
 )
 from kiosk_ui.errors import RuleViolation
 from tests.support.station import rejected, resident
@@ -295,3 +297,18 @@ def test_overrides_change_only_the_sampling_keys_they_name(overrides: dict[str, 
         expected = overrides.get(f"sampling.{name}", getattr(base, name))
         assert merged[name] == expected
     assert base == SamplingSection()  # the section itself never changes
+
+
+@given(
+    st.sampled_from(["green", "yellow", "red"]),
+    st.lists(st.sampled_from(["elderly", "child", "pregnant", "disabled"]), max_size=2),
+    st.floats(min_value=34.0, max_value=37.2),
+)
+def test_the_likely_tube_is_what_the_table_decides_for_a_normal_check_in(
+    color: str, cat: list[str], celsius: float
+) -> None:
+    verdict = resident("R1", color, cat=cat)
+    temperature = assess_temperature([celsius], T) if needs_temperature(verdict) else None
+    decided = decide(verdict, temperature, already_sampled=False)
+    assert likely_mode(color) == queue_mode(decided.decision)
+    assert likely_mode("purple") is None
