@@ -61,7 +61,7 @@ def _render_helper_main(conn: Connection) -> None:
         return  # the camera closed while this helper started or rendered: nothing to say
 
 
-class _HelperFailed(Exception):
+class _HelperFailed(SimulationError):
     """The render helper died, hung or could not be started (the reason is the message)."""
 
 
