@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from edge_agent.link import LinkSettings, Will
-from firmware.config import StationConfig
+from firmware.config import BrokerSection, StationConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,18 +50,13 @@ class TelemetryTag:
     kind: ClassVar[str] = "telemetry"
 
 
-def link_settings(config: StationConfig) -> LinkSettings:
-    """The link to the township broker as the station's configuration describes it."""
-    b = config.broker
-    topics = Topics.of(config.topic_prefix)
-    subs: list[tuple[str, int]] = [(topics.commands, 1)]
-    if b.end_to_end_ack:
-        subs.append((topics.acks, 1))
-    offline = json.dumps({"state": "offline", "reason": "link lost"}).encode()
+def broker_link(b: BrokerSection, client_id: str) -> LinkSettings:
+    """A link to the broker of ``b`` with the station's TLS files and login (no Will, no
+    subscriptions); ``dataclasses.replace`` sets the rest."""
     return LinkSettings(
         host=b.host,
         port=b.port,
-        client_id=f"station-{config.station.township}-{config.station.id}",
+        client_id=client_id,
         tls=b.tls,
         allow_plaintext=b.allow_plaintext,
         ca_file=b.ca_file,
@@ -70,6 +65,19 @@ def link_settings(config: StationConfig) -> LinkSettings:
         username=b.username,
         password_file=b.password_file,
         keepalive_s=b.keepalive_s,
+    )
+
+
+def link_settings(config: StationConfig) -> LinkSettings:
+    """The agent's link to the township broker as the station's configuration describes it."""
+    b = config.broker
+    topics = Topics.of(config.topic_prefix)
+    subs: list[tuple[str, int]] = [(topics.commands, 1)]
+    if b.end_to_end_ack:
+        subs.append((topics.acks, 1))
+    offline = json.dumps({"state": "offline", "reason": "link lost"}).encode()
+    return replace(
+        broker_link(b, f"station-{config.station.township}-{config.station.id}"),
         connect_timeout_s=float(min(10, b.keepalive_s)),
         max_inflight=b.inflight_window + 10,
         will=Will(topics.status, offline, qos=1, retain=True),

@@ -9,7 +9,7 @@ import queue
 import ssl
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge_agent.errors import LinkError
@@ -21,6 +21,7 @@ from edge_agent.link import (
     LinkSettings,
     TlsSession,
 )
+from edge_agent.session import broker_link
 from firmware.config import BrokerSection
 from firmware.errors import StationError
 
@@ -99,18 +100,8 @@ def is_raspberry_pi(model_file: Path = Path("/proc/device-tree/model")) -> bool:
 
 def probe_settings(broker: BrokerSection, station_id: str, timeout: float) -> LinkSettings:
     """The agent's link to ``broker``, under a client id of its own and with no session kept."""
-    return LinkSettings(
-        host=broker.host,
-        port=broker.port,
-        client_id=f"selftest-{station_id}-{os.getpid()}",
-        tls=broker.tls,
-        allow_plaintext=broker.allow_plaintext,
-        ca_file=broker.ca_file,
-        cert_file=broker.cert_file,
-        key_file=broker.key_file,
-        username=broker.username,
-        password_file=broker.password_file,
-        keepalive_s=broker.keepalive_s,
+    return replace(
+        broker_link(broker, f"selftest-{station_id}-{os.getpid()}"),
         connect_timeout_s=timeout,
         session_expiry_s=0,
     )
