@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -211,3 +212,31 @@ def test_recall_commands_fit_the_size_limit_and_keep_the_schema() -> None:
     assert seen == list(range(1, 1002))
     bad = {**made[0]["args"], "township": "T01/K03"}
     assert not validator.is_valid(bad)
+
+
+def test_two_importers_at_once_number_the_changes_without_a_collision(
+    store: GatewayStore, day: Township, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The lab's lock: two writers on their own connections follow each other."""
+    target = (
+        str(tmp_path / "gateway.db")
+        if store.dialect == "sqlite"
+        else str(request.getfixturevalue("pg_url"))
+    )
+    errors: list[BaseException] = []
+
+    def run(tube: str) -> None:
+        try:
+            with open_store(target) as own:
+                load(own, f"tube,result\n{tube},positive\n")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f"TB00000{n}",)) for n in (1, 2, 3, 4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert [c.v for c in recall.changes_since(store, "T01", 0)] == list(range(1, 41))
+    assert len(listed(store)) == 40

@@ -107,3 +107,16 @@ def test_telemetry_showing_an_older_version_brings_the_rest(
     assert k05.received[0]["from"] == 13
     assert len(k05.entries) == 20
     k05.close()
+
+
+@pytest.mark.timeout(60)
+def test_what_is_not_confirmed_is_sent_again(
+    store: GatewayStore, broker: Broker, sender: RecallSender
+) -> None:
+    deaf = LightStation(broker.port, "T01", "K06")
+    deaf.deaf_for = 2  # the first two commands are lost on the way (never applied)
+    deaf.status("online")
+    results(store, "tube,result\nTB000001,positive\n")
+    wait_until(lambda: deaf.version == 10, 20, "K06 at version 10 in the end")
+    assert len(deaf.received) >= 3
+    deaf.close()
