@@ -1,5 +1,5 @@
 """A real headless Chromium for page tests: Debian's ``chromium``, driven through Debian's
-``chromidriver`` (the same build, so they always match) by Selenium.
+``chromedriver`` (the same build, so they always match) by Selenium.
 
 Nothing is downloaded: Selenium is given both paths, so its driver manager never runs. Each
 browser gets a fresh profile in a temporary directory, no sandbox (the tests run as root in a

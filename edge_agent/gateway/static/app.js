@@ -92,7 +92,7 @@
   function renderChart() {
     const t = T();
     const hours = board.hourly;
-    const W = 480, H = 150, left = 28, bottom = 20, top = 14;
+    const W = 480, H = 150, left = 30, bottom = 22, top = 14;
     const max = Math.max(1, ...hours.map((h) => Math.max(h.checkins, h.sampled)));
     const bw = (W - left) / 24;
     const y = (v) => H - bottom - (v * (H - bottom - top)) / max;
