@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from edge_agent.gateway.store import GatewayStore, open_store
 from edge_agent.gateway.web import (
     TOKEN_ENV,
+    Page,
     WebServer,
     WebSettings,
     is_loopback,
@@ -30,6 +31,7 @@ from edge_agent.gateway.web import (
 )
 from firmware.errors import ConfigError
 from tests.support.drills import ROOT
+from tests.support.edge import wait_until
 from tests.support.gateway_day import DAY, TZ, day_total, deliver, station_day
 from tests.support.ports import free_port
 from tests.support.station import T0
@@ -169,6 +171,28 @@ def test_the_page_links_a_report_that_opens_as_a_table(store: GatewayStore) -> N
     table = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
     station_total = [r for r in table if r[2] == "K03" and r[3] == "total"]
     assert len(station_total) == 1 and int(station_total[0][4]) == day_total()["checkins"]
+
+
+def test_instances_on_one_host_share_the_page_address(store: GatewayStore) -> None:
+    settings = WebSettings("127.0.0.1", free_port(), TZ, poll_s=0.5)
+    first, second = Page(store, settings, retry_s=0.1), Page(store, settings, retry_s=0.1)
+    first.start()
+    second.start()  # the address is taken: no error, it waits for it
+    try:
+        assert first.server is not None and second.server is None
+        assert get(first.server, "/api/totals")[0] == 200
+        first.close()  # the instance serving the page stops...
+        wait_until(lambda: second.server is not None, 10, "the page taken over")
+        assert second.server is not None
+        assert get(second.server, "/api/totals")[0] == 200  # ...another one serves it
+    finally:
+        second.close()
+        first.close()
+    other = WebSettings("192.0.2.1", free_port(), TZ)  # not this host's: not a wait, an error
+    with pytest.raises(ConfigError, match="not loopback"):
+        Page(store, other)
+    with pytest.raises(ConfigError, match=r"cannot listen on 192\.0\.2\.1"):
+        Page(store, WebSettings("192.0.2.1", 8080, TZ, token=TOKEN)).start()
 
 
 # --- who may look -------------------------------------------------------------------------

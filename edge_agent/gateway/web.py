@@ -14,6 +14,7 @@ no CDN.
 from __future__ import annotations
 
 import argparse
+import errno
 import hmac
 import ipaddress
 import json
@@ -46,6 +47,7 @@ _SECRET = re.compile(r"(token)=[^&\s\"]*")
 # However many pages poll, the board is computed at most once a second, and never more than
 # a fifth of the time: a board that takes 2 s to count (a city's day) is kept for 10 s.
 CACHE_S = 1.0
+RETRY_S = 10.0  # how soon another instance on the host takes the page over
 CACHE_FACTOR = 5.0
 STATIC = {
     "app.js": "text/javascript; charset=utf-8",
@@ -146,9 +148,10 @@ class WebServer:
         try:
             self._httpd = server((settings.host, settings.port), _Handler)
         except OSError as exc:
-            raise ConfigError(
-                "--http", [f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"]
-            ) from exc
+            why = [f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"]
+            if exc.errno == errno.EADDRINUSE:
+                raise AddressInUse("--http", why) from exc
+            raise ConfigError("--http", why) from exc
         self._httpd.app = self
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="gateway-web"
@@ -216,6 +219,69 @@ class WebServer:
             if COOKIE in jar:
                 offered.append(jar[COOKIE].value)
         return any(hmac.compare_digest(o.encode(), token.encode()) for o in offered)
+
+
+class AddressInUse(ConfigError):
+    """Another process (often another gateway instance on this host) serves that address."""
+
+
+class Page:
+    """One gateway instance's page. Instances on one host may share an ``--http`` address
+    (one unit file, one options line): the first serves it, the others try again every
+    ``retry_s`` and one of them takes over within that time when the first one stops."""
+
+    def __init__(
+        self,
+        store: ReadStore,
+        settings: WebSettings,
+        retry_s: float = RETRY_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        check_settings(settings)
+        self.store = store
+        self.settings = settings
+        self.retry_s = retry_s
+        self.clock = clock
+        self.server: WebServer | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._serve():
+            return
+        log.warning(
+            "%s:%d is taken (by another gateway instance on this host?); trying it again "
+            "every %.0f s",
+            self.settings.host,
+            self.settings.port,
+            self.retry_s,
+        )
+        self._thread = threading.Thread(target=self._retry, name="gateway-web-retry")
+        self._thread.start()
+
+    def _serve(self) -> bool:
+        try:
+            server = WebServer(self.store, self.settings, self.clock)
+        except AddressInUse:
+            return False
+        server.start()
+        self.server = server
+        return True
+
+    def _retry(self) -> None:
+        while not self._stop.wait(self.retry_s):
+            if self._serve():
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.retry_s + 5.0)
+            if self._thread.is_alive():
+                raise RuntimeError("the gateway's page retry thread did not stop")
+        if self.server is not None:
+            self.server.close()
+            self.server = None
 
 
 class _Server(ThreadingHTTPServer):
@@ -351,8 +417,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def from_args(args: argparse.Namespace, store: ReadStore) -> WebServer | None:
-    """The page's server, started, when ``--http`` was given; the caller closes it."""
+def from_args(args: argparse.Namespace, store: ReadStore) -> Page | None:
+    """The page, started, when ``--http`` was given; the caller closes it."""
     if not getattr(args, "http", None):
         return None
     host, port = parse_bind(args.http)
@@ -366,6 +432,6 @@ def from_args(args: argparse.Namespace, store: ReadStore) -> WebServer | None:
         township=args.township,
         poll_s=args.http_poll,
     )
-    server = WebServer(store, settings)
-    server.start()
-    return server
+    page = Page(store, settings)
+    page.start()
+    return page
