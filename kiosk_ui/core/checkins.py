@@ -102,15 +102,9 @@ class _Visit(NamedTuple):
     readings: list[float]
     outcome: Outcome
     mode: TubeMode | None
-    room: Room | None
-
-    @property
-    def position(self) -> int | None:
-        return self.room.members + 1 if self.room is not None else None
-
-    @property
-    def waits(self) -> bool:
-        return self.mode is not None and self.who.sub is not None and self.room is None
+    room: Room | None  # the open tube of the resident's queue with room, if any
+    position: int | None  # theirs in that tube
+    waits: bool  # no room: they wait in the queue of ``mode``
 
 
 def mask_name(name: str | None) -> str | None:
@@ -264,6 +258,8 @@ class CheckinDesk:
                 outcome=outcome,
                 mode=mode,
                 room=room,
+                position=room.members + 1 if room is not None else None,
+                waits=mode is not None and sub is not None and room is None,
             )
             day = store.local_day(tx.now)
             result = self._record(tx, visit, day)
