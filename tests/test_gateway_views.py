@@ -25,6 +25,7 @@ from edge_agent.gateway.counts import (
     DECISIONS,
     LANES,
     SEALED,
+    Counts,
     Day,
     tally,
     tally_events,
@@ -32,7 +33,14 @@ from edge_agent.gateway.counts import (
 )
 from edge_agent.gateway.intake import Event, happened_at
 from edge_agent.gateway.store import GatewayStore, open_store
-from edge_agent.gateway.views import LATE_AFTER_S, StationRecord, board, judge
+from edge_agent.gateway.views import (
+    LATE_AFTER_S,
+    STATES,
+    StationRecord,
+    board,
+    judge,
+    station_json,
+)
 from firmware.errors import ConfigError
 from tests.support.gateway_day import (
     DAY,
@@ -103,6 +111,9 @@ def test_two_stations_and_a_township_filter(store: GatewayStore, tmp_path: Path)
     only = tally(store, the_day(), township="T01")
     assert sorted(only.hours) == [("T01", "K03"), ("T01", "K04")]
     assert only.total().sampled == 2 * day_total()["sampled"]
+    city = board(store, the_day(), T0 + 3600, township="T02")  # a city's page for one township
+    assert [(x["township"], x["station"]) for x in city["stations"]] == [("T02", "Z01")]
+    assert city["totals"]["counts"] == day_total()
 
 
 # --- the SQL against plain Python, on any events ------------------------------------------
@@ -263,6 +274,49 @@ def test_the_station_list_worst_first_with_each_state_and_why(
     assert b["totals"]["counts"] == day_total()
     assert [h["checkins"] for h in b["hourly"]][FIRST_HOUR : SECOND_HOUR + 1] == [6, 3]
     json.dumps(b)  # what the API sends
+
+
+telemetry_value = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+
+
+@given(
+    tele=st.one_of(
+        st.none(),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "outbox_depth",
+                    "oldest_undelivered_age_s",
+                    "disk_free_mb",
+                    "cpu_temperature_c",
+                    "kiosk_queue_length",
+                    "alerts",
+                ]
+            ),
+            telemetry_value,
+        ),
+    ),
+    online=st.sampled_from([None, True, False]),
+    seen=st.one_of(st.none(), st.floats(0, 2e9)),
+)
+def test_any_telemetry_gives_a_state_and_valid_json(
+    tele: dict[str, Any] | None, online: bool | None, seen: float | None
+) -> None:
+    rec = StationRecord("T01", "K01", online=online, last_seen=seen, telemetry=tele)
+    out = station_json(rec, Counts(), 2e9)
+    assert out["state"] in STATES
+    text = json.dumps(out, allow_nan=False)  # what the page's JSON.parse accepts
+    for key in ("outbox_depth", "oldest_undelivered_age_s", "disk_free_mb", "cpu_temperature_c"):
+        value = json.loads(text)[key]
+        assert value is None or (isinstance(value, int | float) and value == (tele or {})[key])
 
 
 def test_silence_is_late_from_exactly_thirty_minutes() -> None:

@@ -51,9 +51,8 @@ def judge(rec: StationRecord, now: float) -> tuple[str, list[str]]:
     ``online``, and ``unknown`` (events, but no status yet).
     """
     reasons: list[str] = []
-    tele = rec.telemetry or {}
-    age = tele.get("oldest_undelivered_age_s")
-    if isinstance(age, int | float) and not isinstance(age, bool) and age >= LATE_AFTER_S:
+    age = number((rec.telemetry or {}).get("oldest_undelivered_age_s"))
+    if age is not None and age >= LATE_AFTER_S:
         reasons.append("undelivered")
     if rec.last_seen is None or now - rec.last_seen >= LATE_AFTER_S:
         reasons.append("silent")
@@ -73,9 +72,17 @@ def alerts_of(rec: StationRecord) -> list[str]:
     return sorted(alerts) if isinstance(alerts, dict) else []
 
 
+def number(value: Any) -> int | float | None:
+    """A figure a station reported, or None when it is not a finite number: telemetry comes
+    from the network, and one NaN must not make the board unreadable JSON for every page."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
+
+
 def station_json(rec: StationRecord, counts: Counts, now: float) -> dict[str, Any]:
     state, reasons = judge(rec, now)
-    tele = dict(rec.telemetry or {})
+    tele = rec.telemetry or {}
     return {
         "township": rec.township,
         "station": rec.station,
@@ -88,11 +95,11 @@ def station_json(rec: StationRecord, counts: Counts, now: float) -> dict[str, An
         "release": rec.release,
         "through": rec.through,
         "telemetry_at": rec.telemetry_at,
-        "outbox_depth": tele.get("outbox_depth"),
-        "oldest_undelivered_age_s": tele.get("oldest_undelivered_age_s"),
-        "disk_free_mb": tele.get("disk_free_mb"),
-        "cpu_temperature_c": tele.get("cpu_temperature_c"),
-        "queue_length": tele.get("kiosk_queue_length"),
+        "outbox_depth": number(tele.get("outbox_depth")),
+        "oldest_undelivered_age_s": number(tele.get("oldest_undelivered_age_s")),
+        "disk_free_mb": number(tele.get("disk_free_mb")),
+        "cpu_temperature_c": number(tele.get("cpu_temperature_c")),
+        "queue_length": number(tele.get("kiosk_queue_length")),
         "alerts": alerts_of(rec),
         "counts": counts.as_json(),
     }
