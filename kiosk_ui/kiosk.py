@@ -311,14 +311,6 @@ class Kiosk:
         """The camera's latest frame, for the idle screen's preview (any thread)."""
         return self._tap.last_frame
 
-    def member_names(self, members: tuple[str, ...]) -> list[str]:
-        """The masked names of a tube's members as their check-ins recorded them."""
-        return self.station.views.member_names(members)
-
-    def recent_alerts(self, limit: int = 3) -> list[tuple[str, str]]:
-        """The station's latest alerts (kind, local time) from its own events."""
-        return self.station.views.recent_alerts(limit)
-
     def link_status(self) -> LinkStatus:
         """The agent's link state and the backlog, as the agent records them."""
         db = self.station.db
@@ -333,15 +325,16 @@ class Kiosk:
 
     def panel_data(self) -> PanelData:
         """Everything the sampler panel shows, read from the station and the flow."""
-        tube = self.station.open_tube()
+        station = self.station
+        tube = station.open_tube()
         return PanelData(
             tube=tube,
-            names=tuple(self.member_names(tube.members)) if tube is not None else (),
-            counters=self.station.counters(),
+            names=tuple(station.member_names(tube.members)) if tube is not None else (),
+            counters=station.counters(),
             single_armed=self.arm_single,
             temp_needed=self.flow.state is State.MANUAL_TEMPERATURE,
             fault=self.flow.state is State.FAULT,
-            alerts=tuple(self.recent_alerts()),
+            alerts=tuple(station.recent_alerts()),
             message=self.panel_message,
         )
 

@@ -39,6 +39,7 @@ class Measures(Protocol):
 
     def ambient(self) -> float: ...
     def measure(self, timeout: float = ...) -> Reading: ...
+    def cancel(self) -> None: ...
 
 
 def call_on(post: Post, fn: Callable[[], T], timeout: float, who: str) -> T:
@@ -216,9 +217,7 @@ class MeasureWorker:
     def stop(self, timeout: float = 3.0) -> None:
         self._stop.set()
         self._requests.put(None)
-        cancel = getattr(self.thermometer, "cancel", None)
-        if callable(cancel):
-            cancel()
+        self.thermometer.cancel()  # a measurement under way ends now, not at its timeout
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout)
