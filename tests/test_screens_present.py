@@ -7,9 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kiosk_ui.core.flow import FaultKind, State, View
-from kiosk_ui.core.i18n import LANGUAGES, Language
+from kiosk_ui.core.i18n import LANGUAGES, STRINGS, Language
 from kiosk_ui.core.rules import Thresholds
 from kiosk_ui.core.store import Tube
 from kiosk_ui.core.views import Counters
@@ -17,6 +19,7 @@ from kiosk_ui.panel import LinkStatus, PanelData, PanelMessage
 from kiosk_ui.screens.present import (
     COLOURS,
     OK_RGBA,
+    REASONS,
     REFUSED_RGBA,
     WARN_RGBA,
     ResidentText,
@@ -360,3 +363,60 @@ def test_the_presenter_imports_no_kivy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+# -- properties -------------------------------------------------------------------------------
+
+LANES = sorted(k.removeprefix("lane.") for k in STRINGS if k.startswith("lane."))
+PROMPTS = sorted(k for k in STRINGS if k.split(".")[0] in ("measure", "wait", "isolation"))
+
+
+@st.composite
+def views(draw: st.DrawFn) -> View:
+    state = draw(st.sampled_from(State))
+    position = draw(st.none() | st.integers(1, 20))
+    return View(
+        state,
+        0.0,
+        decision=draw(st.sampled_from(["pool", "single", "isolate", "refer"])),
+        lane=draw(st.sampled_from(LANES)),
+        reason=draw(st.none() | st.sampled_from(sorted(REASONS)) | st.text(max_size=20)),
+        name=draw(st.none() | st.text(max_size=12)),
+        temperature_c=draw(st.none() | st.floats(30, 45)),
+        position=position,
+        capacity=None if position is None else draw(st.integers(position, 20)),
+        prompt=draw(st.none() | st.sampled_from(PROMPTS)),
+        message_en=draw(st.none() | st.text(max_size=300)),
+        message_zh=draw(st.none() | st.text(max_size=300)),
+        fault=draw(st.none() | st.sampled_from(FaultKind)),
+    )
+
+
+@given(views(), st.sampled_from(LANGUAGES))
+def test_every_view_has_a_colour_an_icon_and_a_title(view: View, lang: Language) -> None:
+    text = resident_text(view, lang)
+    assert text.background in COLOURS
+    assert text.icon and text.title
+    assert len(text.line2) <= 80 or view.state is not State.FAULT  # a fault's detail is cut
+    if view.name and view.state not in (State.IDLE, State.FAULT):
+        assert view.name in text.labels  # the resident sees their own masked name
+    if view.state is State.RESULT and view.temperature_c:
+        assert f"{view.temperature_c:.1f}" in text.line3
+
+
+@given(
+    st.lists(st.text(min_size=1, max_size=30), max_size=12),
+    st.lists(st.text(max_size=8), max_size=12),
+    st.sampled_from(LANGUAGES),
+)
+def test_the_panel_lists_every_member_once_in_order(
+    members: list[str], names: list[str], lang: Language
+) -> None:
+    names = (names + [""] * len(members))[: len(members)]
+    tube = Tube("TB2026112300001", "pool", 20, "open", tuple(members), 0.0, None)
+    data = PanelData(tube, tuple(names), _counters(), False, False, False, (), None)
+    text = panel_text(data, None, lang)
+    assert [m.resident for m in text.members] == members
+    for pos, line in enumerate(text.members, 1):
+        assert line.text.startswith(f"{pos}. ")
+        assert len(line.resident) <= 16 or "…" in line.text
