@@ -174,8 +174,6 @@ class Agent:
         link, self.link = self.link, None
         if not link.join(5.0):
             log.error("the network thread of link %d did not end within 5 s", conn)
-        was_connected = self.connected
-        self.connected = False
         self.delivery.link_lost()
         self.failures += 1
         delay = self._backoff()
@@ -183,7 +181,9 @@ class Agent:
         self.last_error = reason
         log.log(level, "%s; next attempt in %.1f s", reason, delay)
         self.store.flush(force=True)
-        self._record_link("offline" if was_connected else "connecting", reason)
+        self._record_link("offline" if self.connected else "connecting", reason)
+        # Last: whoever sees the agent disconnected finds the marks and the link state written.
+        self.connected = False
 
     def _on_connected(self, ev: Connected) -> None:
         if self.link is None or ev.conn != self.link.conn:
