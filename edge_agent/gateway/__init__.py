@@ -3,6 +3,9 @@
 Modules: ``intake`` (what is accepted), ``store`` (the interface and ``open_store``),
 ``sqlite`` and ``postgres`` (the two backends), ``consumer`` (the MQTT loop that stores and
 acknowledges), ``cli`` (the command). See docs/gateway.md.
+
+Import rule: the agent's ``db``, ``errors`` and ``link``, and ``firmware``; never the kiosk.
+psycopg is imported only here.
 """
 
 from __future__ import annotations
