@@ -34,9 +34,10 @@ from firmware.hardware import (
 )
 from firmware.lights import OUTPUTS, STATES
 from firmware.qr import make_engine
-from firmware.rtc import DS3231
+from firmware.rtc import DS3231, RtcState
 from firmware.sim.camera import SimCamera
 from firmware.sim.scanner import SimScanner
+from hardware_tests import clock
 from hardware_tests.probes import (
     ClockStatus,
     SelfTestError,
@@ -76,6 +77,7 @@ class SelfTest:
     clock_probe: Callable[[], ClockStatus] = probe_clock
     on_pi: Callable[[], bool] = is_raspberry_pi
     rtc_factory: Callable[[HardwareSection], DS3231] = build_rtc
+    rtc_state: RtcState | None = None  # what check_rtc read, for check_clock
     timeout_s: float = 5.0
     results: list[Check] = field(default_factory=list)
 
@@ -391,6 +393,7 @@ class SelfTest:
             closer = getattr(rtc.bus, "close", None)
             if callable(closer):
                 closer()
+        self.rtc_state = state
         if not state.valid or state.time is None:
             return [Check("rtc", "fail", f"{where}: present, {state.describe()}")]
         apart = state.time.timestamp() - time.time()
@@ -404,31 +407,16 @@ class SelfTest:
         ]
 
     def check_clock(self) -> list[Check]:
-        status = self.clock_probe()
-        if status.synchronised is True:
-            return [Check("clock", "pass", f"synchronised ({status.detail})")]
-        if status.synchronised is None:
-            return [
-                Check("clock", "skip", f"cannot tell whether it is synchronised: {status.detail}")
-            ]
-        if self.sim:
-            # Drills and tests run anywhere (a laptop, a container, CI without network);
-            # only a station's own clock stamps real events.
-            return [
-                Check(
-                    "clock",
-                    "skip",
-                    f"not synchronised, not required on the simulated backend ({status.detail})",
-                )
-            ]
-        return [
-            Check(
-                "clock",
-                "fail",
-                f"not synchronised ({status.detail}): event times would be wrong; check "
-                "network time (timedatectl timesync-status)",
-            )
-        ]
+        """NTP, the real-time clock (as ``check_rtc`` read it) and the newest fact in the
+        station database: see :mod:`hardware_tests.clock`."""
+        verdict = clock.judge(
+            time.time(),
+            self.clock_probe(),
+            self.rtc_state,
+            clock.newest_fact(self.config.storage.path),
+            sim=self.sim,
+        )
+        return [Check("clock", verdict.status, verdict.detail)]
 
     # -- broker ----------------------------------------------------------------------------
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import re
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +18,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from gpiozero.pins.mock import MockFactory, MockPin
+from hypothesis import given
+from hypothesis import strategies as st
 
+from edge_agent import outbox
+from edge_agent.db import open_db, write_transaction
 from firmware.config import load_config
 from firmware.lights import STATES
 from firmware.qr import decode_image_file
 from firmware.rtc import DS3231
 from firmware.sim.i2c import FakeSMBus
 from firmware.sim.rtc import FakeDS3231
+from hardware_tests.clock import BACK_SLACK_S, judge
 from hardware_tests.probes import ClockStatus, parse_timedatectl, probe_clock
 from hardware_tests.selftest import Check, SelfTest
 from hardware_tests.testcard import TEST_CARD_TEXT
@@ -392,3 +399,80 @@ def test_the_technicians_guide_explains_every_check_and_light_state(tmp_path: Pa
         assert f"| `{name}` |" in guide, name
     for state in STATES:
         assert f"`{state}`" in guide, state
+
+
+# -- the clock: which sources vouch for it, and the newest fact ------------------------
+
+
+def _clock_after_rtc(tmp_path: Path, chip: FakeDS3231, status: ClockStatus) -> Check:
+    config = load_config(
+        write_config(tmp_path, {"hardware": {"backend": "pi", "rtc": {"fitted": True}}})
+    )
+    st = SelfTest(
+        config,
+        on_pi=lambda: True,
+        clock_probe=lambda: status,
+        rtc_factory=lambda hw: DS3231(FakeSMBus({0x68: chip}), 0x68),
+    )
+    st.check_rtc()
+    [check] = st.check_clock()
+    return check
+
+
+UNSYNCED = ClockStatus(False, "timedatectl", "NTPSynchronized=no")
+
+
+def test_a_valid_real_time_clock_vouches_for_the_clock_without_ntp(tmp_path: Path) -> None:
+    chip = FakeDS3231(dt.datetime.now(dt.UTC), running=True)
+    check = _clock_after_rtc(tmp_path, chip, UNSYNCED)
+    assert check.status == "pass", check
+    assert check.detail.startswith("the real-time clock vouches for it (NTP: not synchronised")
+    assert "RTC: valid, 0 s" in check.detail or "RTC: valid, 1 s" in check.detail
+
+
+def test_a_real_time_clock_an_hour_off_or_stopped_vouches_for_nothing(tmp_path: Path) -> None:
+    off = FakeDS3231(dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), running=True)
+    check = _clock_after_rtc(tmp_path, off, UNSYNCED)
+    assert check.status == "fail"
+    assert re.search(r"RTC: valid, 3(599|600|601) s ahead", check.detail), check.detail
+    assert "no source vouches for it" in check.detail
+    stopped = FakeDS3231(dt.datetime.now(dt.UTC), running=True)
+    stopped.stop()
+    check = _clock_after_rtc(tmp_path / "b", stopped, UNSYNCED)
+    assert check.status == "fail" and "RTC: oscillator stopped (OSF set)" in check.detail
+
+
+def test_a_clock_before_the_newest_fact_went_back_whatever_ntp_says(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    db = open_db(config.storage.path)
+    outbox.install(db)
+    with write_transaction(db) as conn:  # a fact recorded an hour from now
+        outbox.append(
+            conn,
+            source=config.source,
+            type="sampling.alert.raised",
+            data={"kind": "storage_low", "resident": None, "detail": "x"},
+            at=time.time() + 3600,
+        )
+    conn.execute("UPDATE outbox SET created_at = created_at + 3600")
+    db.conn.close()
+    [check] = SelfTest(config, clock_probe=lambda: SYNCED).check_clock()
+    assert check.status == "fail"
+    assert "s before the newest fact the station recorded: it went back" in check.detail
+    assert "NTP: synchronised" in check.detail
+
+
+@given(
+    now=st.floats(1.7e9, 2.0e9),
+    back=st.floats(0, 1e6),
+    synced=st.sampled_from([True, False, None]),
+    sim=st.booleans(),
+)
+def test_the_clock_never_passes_before_the_newest_fact(
+    now: float, back: float, synced: bool | None, sim: bool
+) -> None:
+    verdict = judge(now, ClockStatus(synced, "t", "d"), None, now + back, sim=sim)
+    if back > BACK_SLACK_S:
+        assert verdict.status == "fail" and "went back" in verdict.detail
+    else:
+        assert verdict.status == ("pass" if synced else "skip" if synced is None or sim else "fail")
