@@ -9,7 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from edge_agent.db import open_db
-from edge_agent.gateway.counts import Day, event_time, tally_events
+from edge_agent.gateway.counts import Day, Tally, event_time, tally_events
 from kiosk_ui.cli import main
 from tests.support.chromium import DESKTOP, PHONE, chromium, full_page_screenshot, wait_for
 from tests.support.contract import check_outbox
@@ -129,6 +129,10 @@ def shows(browser: WebDriver, station: str, name: str, text: str) -> bool:
     return read_page(browser)["tiles"].get(station, {}).get(name) == text
 
 
+def showing(station: str, name: str, text: str) -> Callable[[WebDriver], bool]:
+    return lambda d: shows(d, station, name, text)
+
+
 def keep_screenshot(path: Path) -> None:
     """Check a screenshot is a real picture; copy it where GATEWAY_SCREENSHOTS says (the docs'
     pictures are refreshed with GATEWAY_SCREENSHOTS=docs/screenshots pytest
@@ -139,6 +143,76 @@ def keep_screenshot(path: Path) -> None:
     target = os.environ.get("GATEWAY_SCREENSHOTS")
     if target:
         shutil.copy(path, Path(target) / path.name)
+
+
+@contextmanager
+def four_stations(
+    tmp_path: Path, broker: Broker
+) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """A drill through the kiosk's real code (K03, its agent stops at the end), an agent that
+    stays online (K05), one breaking the 30-minute rule (K07), one whose link dies so the
+    broker publishes its Last Will (K09). Yields what K03 and K05 committed."""
+    late = light_station(
+        broker, "K07", {"outbox_depth": 180, "oldest_undelivered_age_s": 2400.0, "alerts": {}}
+    )
+    late.disconnect()
+    late.loop_stop()
+    lost = light_station(broker, "K09", None)
+    lost.loop_stop()
+    lost.socket().close()  # no DISCONNECT: the broker publishes the Last Will
+    _, k05 = station_config(tmp_path / "K05", broker.url, station="K05")
+    k05_db = station_db(k05)
+    k05_events = produce(k05_db, k05.source, 20, per_transaction=5)
+    drill = drill_config(tmp_path / "K03", broker.url)
+    with agent_thread(k05):
+        wait_until(lambda: undelivered(k05_db) == 0, 20, "K05 delivered")
+        k05_db.conn.close()
+        assert main(["simulate", "--config", str(drill), "--scenario", str(DRILL)]) == 0
+        k03_db = open_db(tmp_path / "K03" / "station.db")
+        try:
+            k03_events = check_outbox(k03_db.conn)
+        finally:
+            k03_db.conn.close()
+        yield k03_events, k05_events
+
+
+def check_english(browser: WebDriver, want: Tally, k03_events: list[dict[str, Any]]) -> None:
+    k03 = want.station(("T01", "K03"))
+    page = read_page(browser)
+    assert page["order"][0] == "K07"
+    assert sorted(page["order"]) == ["K03", "K05", "K07", "K09"]
+    k07, k05, k03_tile = page["tiles"]["K07"], page["tiles"]["K05"], page["tiles"]["K03"]
+    assert k07["state"] == "Late upload"
+    assert k07["why"] == "oldest undelivered event over 30 min"
+    assert (k07["outbox_depth"], k07["oldest"], k07["release"]) == ("180", "40 min", "2026.11.2")
+    assert k05["state"] == "Online"
+    assert k03_tile["sampled"] == str(k03.sampled)
+    tubes = f"{k03.tubes_opened} / {k03.tubes_sealed} / {k03.tubes_voided}"
+    assert k03_tile["tubes"] == tubes
+    assert k03_tile["decisions"].startswith(f"pool {k03.decisions['pool']} · ")
+    assert k03_tile["through"] == str(len(k03_events))
+    total = want.total()
+    cards = page["cards"]
+    assert cards["stations"] == "4"
+    assert (cards["checkins"], cards["sampled"]) == (str(total.checkins), str(total.sampled))
+    assert len(page["bars"]) == 24 and sum(page["bars"]) == total.checkins
+
+
+def check_chinese_and_the_phone(browser: WebDriver, shots: Path) -> None:
+    browser.find_element(By.CSS_SELECTOR, 'button[data-lang="zh"]').click()
+    wait_for(browser, lambda d: shows(d, "K07", "state", "超时未上传"), 10, "Chinese")
+    page = read_page(browser)
+    assert page["tiles"]["K07"]["why"] == "最早的未上传事件已超过 30 分钟"
+    assert page["tiles"]["K05"]["state"] == "在线"
+    assert page["tiles"]["K09"]["state"] == "离线"
+    assert (page["h1"], page["lang"]) == ("采样点看板", "zh-CN")
+    full_page_screenshot(browser, shots / "gateway-zh.png", DESKTOP[0])
+    browser.set_window_size(*PHONE)
+    browser.refresh()  # the language is remembered
+    wait_for(browser, lambda d: shows(d, "K05", "state", "在线"), 10, "the phone's page")
+    width = browser.execute_script("return document.documentElement.scrollWidth")
+    assert width <= PHONE[0], "the page must not scroll sideways on a phone"
+    full_page_screenshot(browser, shots / "gateway-phone-zh.png", PHONE[0])
 
 
 @pytest.mark.timeout(240)
@@ -152,91 +226,21 @@ def test_the_live_page_in_a_real_browser(tmp_path: Path, broker: Broker) -> None
         first = read_page(browser)
         assert (first["h1"], first["lang"], first["order"]) == ("采样点看板", "zh-CN", [])
 
-        # Four stations: a drill through the kiosk's real code, an agent that stays online,
-        # one breaking the 30-minute rule, one whose link dies (the broker's Last Will).
-        late = light_station(
-            broker, "K07", {"outbox_depth": 180, "oldest_undelivered_age_s": 2400.0, "alerts": {}}
-        )
-        late.disconnect()
-        late.loop_stop()
-        lost = light_station(broker, "K09", None)
-        lost.loop_stop()
-        lost.socket().close()  # no DISCONNECT: the broker publishes the Last Will
-        _, k05 = station_config(tmp_path / "K05", broker.url, station="K05")
-        k05_db = station_db(k05)
-        k05_events = produce(k05_db, k05.source, 20, per_transaction=5)
-        drill = drill_config(tmp_path / "K03", broker.url)
-        with agent_thread(k05):
-            wait_until(lambda: undelivered(k05_db) == 0, 20, "K05 delivered")
-            assert main(["simulate", "--config", str(drill), "--scenario", str(DRILL)]) == 0
-            k03_db = open_db(tmp_path / "K03" / "station.db")
-            try:
-                k03_events = check_outbox(k03_db.conn)
-            finally:
-                k03_db.conn.close()
-            k05_db.conn.close()
+        with four_stations(tmp_path, broker) as (k03_events, k05_events):
             day = Day.parse(None, TZ, event_time(k03_events[0]["time"]))
             want = tally_events(k03_events + k05_events, day)
             k03 = want.station(("T01", "K03"))
             assert k03.checkins > 0, "a drill without check-ins shows nothing"
-
             browser.get(f"{url}?lang=en&day={day}")
-            wait_for(
-                browser,
-                lambda d: shows(d, "K03", "checkins", str(k03.checkins)),
-                30,
-                "K03's check-ins",
-            )
-            wait_for(browser, lambda d: shows(d, "K09", "state", "Offline"), 30, "K09's Last Will")
-            # The drill's agent said goodbye when the drill ended: its status is offline.
-            wait_for(browser, lambda d: shows(d, "K03", "state", "Offline"), 30, "K03 offline")
-            wait_for(browser, lambda d: shows(d, "K05", "sampled", "18"), 30, "K05's samples")
-
-            page = read_page(browser)
-            assert page["order"][0] == "K07" and sorted(page["order"]) == [
-                "K03",
-                "K05",
-                "K07",
-                "K09",
-            ]
-            k07, k05, k03_tile = page["tiles"]["K07"], page["tiles"]["K05"], page["tiles"]["K03"]
-            assert k07["state"] == "Late upload"
-            assert k07["why"] == "oldest undelivered event over 30 min"
-            assert (k07["outbox_depth"], k07["oldest"], k07["release"]) == (
-                "180",
-                "40 min",
-                "2026.11.2",
-            )
-            assert k05["state"] == "Online"
-            assert k03_tile["sampled"] == str(k03.sampled)
-            assert (
-                k03_tile["tubes"] == f"{k03.tubes_opened} / {k03.tubes_sealed} / {k03.tubes_voided}"
-            )
-            assert k03_tile["decisions"].startswith(f"pool {k03.decisions['pool']} · ")
-            assert k03_tile["through"] == str(len(k03_events))
-            total = want.total()
-            cards = page["cards"]
-            assert cards["stations"] == "4"
-            assert (cards["checkins"], cards["sampled"]) == (
-                str(total.checkins),
-                str(total.sampled),
-            )
-            assert len(page["bars"]) == 24 and sum(page["bars"]) == total.checkins
+            for station, name, text in (
+                ("K03", "checkins", str(k03.checkins)),
+                ("K09", "state", "Offline"),  # the broker's Last Will
+                ("K03", "state", "Offline"),  # the drill's agent said goodbye when it ended
+                ("K05", "sampled", "18"),
+            ):
+                wait_for(browser, showing(station, name, text), 30, f"{station} {name} {text}")
+            check_english(browser, want, k03_events)
             full_page_screenshot(browser, shots / "gateway-en.png", DESKTOP[0])
-
-            browser.find_element(By.CSS_SELECTOR, 'button[data-lang="zh"]').click()
-            wait_for(browser, lambda d: shows(d, "K07", "state", "超时未上传"), 10, "Chinese")
-            page = read_page(browser)
-            assert page["tiles"]["K07"]["why"] == "最早的未上传事件已超过 30 分钟"
-            assert page["tiles"]["K05"]["state"] == "在线"
-            assert page["tiles"]["K09"]["state"] == "离线"
-            assert (page["h1"], page["lang"]) == ("采样点看板", "zh-CN")
-            full_page_screenshot(browser, shots / "gateway-zh.png", DESKTOP[0])
-            browser.set_window_size(*PHONE)
-            browser.refresh()  # the language is remembered
-            wait_for(browser, lambda d: shows(d, "K05", "state", "在线"), 10, "the phone's page")
-            width = browser.execute_script("return document.documentElement.scrollWidth")
-            assert width <= PHONE[0], "the page must not scroll sideways on a phone"
-            full_page_screenshot(browser, shots / "gateway-phone-zh.png", PHONE[0])
+            check_chinese_and_the_phone(browser, shots)
     for name in ("gateway-en.png", "gateway-zh.png", "gateway-phone-zh.png"):
         keep_screenshot(shots / name)
