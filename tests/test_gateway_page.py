@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,24 @@ def check_chinese_and_the_phone(browser: WebDriver, shots: Path) -> None:
     full_page_screenshot(browser, shots / "gateway-phone-zh.png", PHONE[0])
 
 
+def check_another_day(browser: WebDriver, day: Day) -> None:
+    """Picking another day shows that day: the same stations, none of today's counts."""
+    before = str(day.day - timedelta(days=1))
+    field = browser.find_element(By.ID, "day")
+    assert field.get_attribute("value") == str(day)
+    browser.execute_script(
+        "arguments[0].value = arguments[1];arguments[0].dispatchEvent(new Event('change'));",
+        field,
+        before,
+    )
+    wait_for(browser, lambda d: f"day={before}" in d.current_url, 10, "the other day's page")
+    wait_for(browser, lambda d: read_page(d)["cards"].get("checkins") == "0", 10, before)
+    page = read_page(browser)
+    assert page["cards"]["stations"] == "4" and sum(page["bars"]) == 0
+    csv_link = browser.find_element(By.ID, "report-csv").get_attribute("href") or ""
+    assert csv_link.endswith(f"/report?format=csv&day={before}")
+
+
 @pytest.mark.timeout(240)
 def test_the_live_page_in_a_real_browser(tmp_path: Path, broker: Broker) -> None:
     port = free_port()
@@ -242,5 +261,6 @@ def test_the_live_page_in_a_real_browser(tmp_path: Path, broker: Broker) -> None
             check_english(browser, want, k03_events)
             full_page_screenshot(browser, shots / "gateway-en.png", DESKTOP[0])
             check_chinese_and_the_phone(browser, shots)
+            check_another_day(browser, day)
     for name in ("gateway-en.png", "gateway-zh.png", "gateway-phone-zh.png"):
         keep_screenshot(shots / name)

@@ -183,7 +183,7 @@
     $("link").textContent = failed ? T().link_lost : "";
     if (!board) return;
     board.townships = new Set(board.stations.map((s) => s.township)).size;
-    $("day").textContent = board.day;
+    if (document.activeElement !== $("day")) $("day").value = board.day;
     $("updated").textContent = clock(board.generated_at);
     renderTotals();
     renderChart();
@@ -209,6 +209,11 @@
   for (const b of document.querySelectorAll("[data-lang]")) {
     b.addEventListener("click", () => setLang(b.dataset.lang));
   }
+  $("day").addEventListener("change", (e) => {
+    if (!e.target.value) return;
+    params.set("day", e.target.value); // another day: its board, its report links
+    location.search = params.toString();
+  });
   setLang(lang);
   poll();
 })();
