@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 BATCH_WAIT_S = 0.02
 BATCH_MAX = 500
 MAX_HELD = 100_000
+STORE_MAX = 5_000
 RETRY_S = (0.5, 5.0)
 
 
@@ -219,9 +220,9 @@ class Gateway:
     def _flush(self) -> None:
         held = self._held
         try:
-            if held.events:
-                result = self.store.store(held.events, self.clock())
-                held.events = []
+            while held.events:  # after a wait, what was held goes in transactions of STORE_MAX
+                result = self.store.store(held.events[:STORE_MAX], self.clock())
+                del held.events[:STORE_MAX]
                 self._stored(result)
             while held.stations:
                 township, station, kind, body, at = held.stations[0]

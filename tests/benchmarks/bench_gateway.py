@@ -30,6 +30,7 @@ import contextlib
 import multiprocessing as mp
 import resource
 import select
+import signal
 import statistics
 import subprocess
 import sys
@@ -350,6 +351,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--keep", help="a directory to keep the logs and databases in")
     args = parser.parse_args()
+    # A stopped benchmark still stops its broker, its PostgreSQL and its gateways.
+    signal.signal(signal.SIGTERM, lambda *_a: sys.exit(143))
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the broker inherits it
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp_name:
