@@ -7,11 +7,13 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from edge_agent.gateway import open_store
+from edge_agent.gateway import Gateway, open_store
+from edge_agent.link import LinkSettings
 from tests.support.edge import (
     ROOT,
     agent_thread,
@@ -204,6 +206,20 @@ def _online(target: str) -> bool | None:
     with open_store(target) as store:
         states = store.station_states()
     return states[0].online if states else None
+
+
+def test_a_stop_from_a_signal_handler_takes_no_lock(tmp_path: Path, broker: Broker) -> None:
+    """`station gateway`'s SIGTERM handler runs on the main thread between two bytecodes,
+    perhaps while that thread holds the queue's lock (it hung a gateway so, once)."""
+    settings = LinkSettings("127.0.0.1", broker.port, "gw-stop", tls=False, allow_plaintext=True)
+    with open_store(tmp_path / "gw.db") as store:
+        gw = Gateway(store, settings)
+        with gw.events.mutex:  # what the interrupted thread may hold
+            gw.request_stop(from_signal=True)  # would never return if it took that lock
+        t = threading.Thread(target=gw.run, name="gateway-under-test", daemon=True)
+        t.start()
+        t.join(5)
+        assert not t.is_alive()
 
 
 def test_station_gateway_refuses_bad_arguments(tmp_path: Path) -> None:

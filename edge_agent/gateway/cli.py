@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         gateway = Gateway(store, settings, intake=intake)
 
         def _stop(_signum: int, _frame: FrameType | None) -> None:
-            gateway.request_stop()
+            gateway.request_stop(from_signal=True)
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)

@@ -123,18 +123,24 @@ class Gateway:
         self.connected = threading.Event()
         self.waiting_for_store = threading.Event()
         self._held = _Held()
+        self._stop_flag = False
         self._link: Connection | None = None
         self._conn = 0
         self._failures = 0
         self._next_attempt = 0.0
 
-    def request_stop(self) -> None:
-        self.stop_event.set()
-        self.events.put(None)
+    def request_stop(self, *, from_signal: bool = False) -> None:
+        """Stop the loop. From a signal handler only a flag is set: the handler runs on the
+        main thread between two bytecodes, perhaps while that thread holds the queue's lock,
+        and taking it again there would never return; the loop sees the flag within 0.2 s."""
+        self._stop_flag = True
+        if not from_signal:
+            self.stop_event.set()
+            self.events.put(None)
 
     def run(self) -> None:
         try:
-            while not self.stop_event.is_set():
+            while not (self._stop_flag or self.stop_event.is_set()):
                 if self._link is None and time.monotonic() >= self._next_attempt:
                     self._conn += 1
                     self._link = Connection(self.settings, self.events.put, self._conn)

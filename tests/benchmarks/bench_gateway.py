@@ -272,6 +272,7 @@ def gateway_phase(
                 sys.executable,
                 "-m",
                 "kiosk_ui.cli",
+                "-v",
                 "gateway",
                 "--broker",
                 f"mqtt://127.0.0.1:{port}",
@@ -290,7 +291,16 @@ def gateway_phase(
         for n in range(instances)
     ]
     try:
-        time.sleep(2.0)  # connected and subscribed before the herd returns
+        # Subscribed before the herd returns: the broker drops what no subscriber takes, and
+        # these light stations, unlike real ones, never send anything again.
+        for n in range(instances):
+            log = tmp / f"gw-{township}-{n}.log"
+            deadline = time.monotonic() + 60
+            while "gateway connected" not in log.read_text():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{log.name}: the gateway did not connect")
+                time.sleep(0.1)
+        time.sleep(0.5)
         peaks = Peaks([p.pid for p in procs])
         began, ended, latencies = run_herd(port, township, args, wait_acks=True)
         rss = peaks.done()
