@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -206,6 +208,34 @@ def _online(target: str) -> bool | None:
     with open_store(target) as store:
         states = store.station_states()
     return states[0].online if states else None
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_store_holds_the_link_and_memory_stays_bounded(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """While the store cannot keep up, the broker keeps what the gateway has no room for."""
+    db = tmp_path / "gw.db"
+    with (
+        Recorder(broker.port, ["sampling/+/+/acks"], client_id="acks", persistent=False) as acks,
+        gateway_thread(broker.port, db, queue_max=50) as gw,
+        Recorder(broker.port, [], client_id="k03", persistent=False) as station,
+    ):
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the file: the store waits
+        try:
+            for seq in range(1, 1001):
+                station.client.publish(topic(), event_bytes(seq), qos=1)
+            wait_until(gw.events.full, 10, "the gateway's queue full")
+            time.sleep(0.5)
+            assert gw.events.qsize() == 50 and gw.stats.stored == 0
+        finally:
+            blocker.rollback()
+            blocker.close()
+        acks.wait_for(
+            lambda r: {"through": 1000} in [m.json() for m in r.on("acks")], 60, "all acked"
+        )
+    assert [e["seq"] for e in gateway_events(str(db))] == list(range(1, 1001))
 
 
 def test_a_stop_from_a_signal_handler_takes_no_lock(tmp_path: Path, broker: Broker) -> None:

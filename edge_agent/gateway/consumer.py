@@ -16,6 +16,9 @@
   tried again with a backoff, nothing new is acknowledged, and what arrives meanwhile waits
   with it (up to ``MAX_HELD`` events; beyond that they are dropped unacknowledged, so their
   stations send them again after their ack timeout).
+- Between the link's thread and the loop sits a queue of at most ``QUEUE_MAX`` messages;
+  when it is full the link stops reading and the broker keeps the rest, so a herd of
+  stations draining their backlogs at once cannot make the gateway's memory grow without end.
 
 The broker's PUBACK to this consumer goes out when the message is handed over, before it is
 stored; a consumer that dies in between loses nothing, because the station sends again
@@ -25,6 +28,7 @@ whatever the ``acks`` topic does not cover after its ``ack_timeout_s``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import queue
@@ -52,6 +56,7 @@ log = logging.getLogger(__name__)
 BATCH_WAIT_S = 0.02
 BATCH_MAX = 500
 MAX_HELD = 100_000
+QUEUE_MAX = 20_000  # messages received and not yet taken by the loop
 STORE_MAX = 5_000
 RETRY_S = (0.5, 5.0)
 
@@ -110,6 +115,7 @@ class Gateway:
         on_stored: Callable[[dict[StationKey, int]], None] | None = None,
         intake: Intake | None = None,
         clock: Callable[[], float] = time.time,
+        queue_max: int = QUEUE_MAX,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -117,7 +123,7 @@ class Gateway:
         self.on_stored = on_stored
         self.intake = intake or Intake()
         self.clock = clock
-        self.events: queue.Queue[LinkEvent | None] = queue.Queue()
+        self.events: queue.Queue[LinkEvent | None] = queue.Queue(queue_max)
         self.stop_event = threading.Event()
         self.stats = GatewayStats()
         self.connected = threading.Event()
@@ -136,14 +142,15 @@ class Gateway:
         self._stop_flag = True
         if not from_signal:
             self.stop_event.set()
-            self.events.put(None)
+            with contextlib.suppress(queue.Full):  # a full queue wakes the loop anyway
+                self.events.put_nowait(None)
 
     def run(self) -> None:
         try:
             while not (self._stop_flag or self.stop_event.is_set()):
                 if self._link is None and time.monotonic() >= self._next_attempt:
                     self._conn += 1
-                    self._link = Connection(self.settings, self.events.put, self._conn)
+                    self._link = Connection(self.settings, self._post, self._conn)
                     self._link.start()
                 self._gather()
                 if self._held and time.monotonic() >= self._held.retry_at:
@@ -156,6 +163,18 @@ class Gateway:
                 if not self._link.join(5.0):
                     self._link.abort()
                 self._link = None
+
+    def _post(self, ev: LinkEvent) -> None:
+        """The link thread hands over what it received. A full queue holds the link thread
+        (so paho stops reading and the broker keeps the rest: memory stays bounded) until the
+        loop takes some, or until a stop, when what it holds is dropped unacknowledged."""
+        while True:
+            try:
+                self.events.put(ev, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stop_flag or self.stop_event.is_set():
+                    return
 
     def _gather(self) -> None:
         """Take what arrives within a few milliseconds: one durable write for many."""

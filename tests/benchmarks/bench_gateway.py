@@ -203,6 +203,9 @@ class Peaks:
     def __init__(self, pids: list[int]) -> None:
         self.procs = [psutil.Process(p) for p in pids]
         self.peak = [0] * len(pids)
+        # CPU from here on: the herd's, not the start-up's.
+        self.cpu = [-(t.user + t.system) for t in (p.cpu_times() for p in self.procs)]
+        self.cpu0 = list(self.cpu)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
         self.thread.start()
@@ -212,6 +215,8 @@ class Peaks:
             for i, p in enumerate(self.procs):
                 with contextlib.suppress(psutil.Error):
                     self.peak[i] = max(self.peak[i], p.memory_info().rss)
+                    times = p.cpu_times()
+                    self.cpu[i] = self.cpu0[i] + times.user + times.system
 
     def done(self) -> list[float]:
         self.stop.set()
@@ -226,6 +231,7 @@ class Result:
     seconds: float
     latencies: list[float]
     rss_mb: list[float]
+    cpu_s: float = 0.0  # the gateway processes' CPU time, all instances together
 
     @property
     def rate(self) -> float:
@@ -304,12 +310,13 @@ def gateway_phase(
         peaks = Peaks([p.pid for p in procs])
         began, ended, latencies = run_herd(port, township, args, wait_acks=True)
         rss = peaks.done()
+        cpu = sum(peaks.cpu)
     finally:
         for p in procs:
             p.terminate()
             p.wait(30)
     total = args.stations * args.events
-    return Result(township, total, ended - began, latencies, rss)
+    return Result(township, total, ended - began, latencies, rss, cpu)
 
 
 def bare_phase(port: int, args: argparse.Namespace) -> Result:
@@ -331,7 +338,19 @@ def _pct(values: list[float], q: float) -> str:
 
 
 def report(results: list[Result], ceiling: float) -> None:
-    rows = [["phase", "events", "seconds", "events/s", "vs bare", "p50", "p99", "peak RSS MB"]]
+    rows = [
+        [
+            "phase",
+            "events",
+            "seconds",
+            "events/s",
+            "vs bare",
+            "p50",
+            "p99",
+            "gateway CPU us/event",
+            "peak RSS MB",
+        ]
+    ]
     for r in results:
         rows.append(
             [
@@ -342,6 +361,7 @@ def report(results: list[Result], ceiling: float) -> None:
                 f"{r.rate / ceiling:.2f}x",
                 _pct(r.latencies, 50),
                 _pct(r.latencies, 99),
+                f"{r.cpu_s / r.events * 1e6:.0f}" if r.cpu_s else "-",
                 " / ".join(f"{m:.0f}" for m in r.rss_mb) or "-",
             ]
         )

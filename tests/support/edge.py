@@ -201,6 +201,7 @@ def gateway_thread(
     client_id: str = "gateway-1",
     group: str = "gateway",
     intake: Intake | None = None,
+    queue_max: int | None = None,
     **link: Any,
 ) -> Iterator[Gateway]:
     """The gateway consumer on the store ``db`` (a SQLite path or a PostgreSQL URL), in a
@@ -215,7 +216,8 @@ def gateway_thread(
         subscriptions=subscriptions(group),
         **link,
     )
-    gw = Gateway(open_store(db), settings, reconnect_s=(0.1, 1.0), intake=intake)
+    options = {} if queue_max is None else {"queue_max": queue_max}
+    gw = Gateway(open_store(db), settings, reconnect_s=(0.1, 1.0), intake=intake, **options)
     t = threading.Thread(target=gw.run, name=f"gateway-{client_id}", daemon=True)
     t.start()
     try:
