@@ -24,10 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
 from edge_agent import commands, damage, health, outbox
-from edge_agent.db import open_db
+from edge_agent.db import Database, open_db
 from edge_agent.delivery import Delivery, EventTag, Limits, Puback
 from edge_agent.delivery_store import DeliveryStore
 from edge_agent.errors import CommandError, StorageError
@@ -73,7 +71,7 @@ class Agent:
     def __init__(
         self,
         config: StationConfig,
-        db: sqlite_utils.Database,
+        db: Database,
         *,
         settings: LinkSettings | None = None,
         clock: Callable[[], float] = time.monotonic,

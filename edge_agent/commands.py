@@ -22,10 +22,9 @@ from importlib import resources
 from typing import Any
 
 import jsonschema
-import sqlite_utils
 
 from edge_agent import outbox
-from edge_agent.db import write_transaction
+from edge_agent.db import Database, write_transaction
 from edge_agent.errors import CommandError, StorageError
 from edge_agent.events import EventType
 from firmware.config import SamplingSection
@@ -97,7 +96,7 @@ def effective_sampling(conn: sqlite3.Connection, base: SamplingSection) -> dict[
 
 
 def apply_settings(
-    db: sqlite_utils.Database, source: str, base: SamplingSection, cmd: Command
+    db: Database, source: str, base: SamplingSection, cmd: Command
 ) -> dict[str, Any]:
     """Store a settings command's overrides and its event atomically; returns the changes.
 

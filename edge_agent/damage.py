@@ -40,10 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from edge_agent import outbox, pages
-from edge_agent.db import free_space_hint, open_db, write_transaction
+from edge_agent.db import Database, free_space_hint, open_db, write_transaction
 from edge_agent.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -271,7 +269,7 @@ class SalvageResult:
     last_seq: int | None
 
 
-def salvage(db: sqlite_utils.Database, damaged: Path | str, source: str) -> SalvageResult:
+def salvage(db: Database, damaged: Path | str, source: str) -> SalvageResult:
     """Put the undelivered events of ``damaged`` into ``db``'s outbox, keeping their ids and
     seqs; the ``database_damaged`` alert is cleared. Running it again adds nothing twice."""
     damaged = Path(damaged)

@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-import sqlite_utils
-
 from edge_agent.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -23,7 +21,28 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 10_000
 
 
-def open_db(path: Path | str) -> sqlite_utils.Database:
+class Database:
+    """A handle on the station database: its one connection, opened by ``open_db``.
+
+    The kiosk, the agent and the gateway's SQLite store all hold one; code that reads or
+    writes takes ``db.conn``, and ``write_transaction(db)`` for anything that must commit
+    whole.
+    """
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def table_names(self) -> list[str]:
+        rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return [name for (name,) in rows]
+
+
+def open_db(path: Path | str) -> Database:
     """Open (creating if needed) the station database with the durability pragmas."""
     path = Path(path)
     conn: sqlite3.Connection | None = None
@@ -48,7 +67,7 @@ def open_db(path: Path | str) -> sqlite_utils.Database:
         raise StorageError(
             f"{path}: cannot open the station database: {exc}{free_space_hint(path)}"
         ) from exc
-    return sqlite_utils.Database(conn)
+    return Database(conn)
 
 
 def free_space_hint(path: Path) -> str:
@@ -73,7 +92,7 @@ class write_transaction:  # named as the function it replaces: ``with write_tran
 
     __slots__ = ("conn",)
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Database) -> None:
         self.conn: sqlite3.Connection = db.conn
 
     def __enter__(self) -> sqlite3.Connection:
@@ -105,7 +124,7 @@ class write_transaction:  # named as the function it replaces: ``with write_tran
             raise StorageError(f"the write was not stored: {exc}") from exc
 
 
-def migrate(db: sqlite_utils.Database, component: str, steps: Sequence[str]) -> int:
+def migrate(db: Database, component: str, steps: Sequence[str]) -> int:
     """Apply the not yet applied ``steps`` (SQL scripts, in order) of one component.
 
     Each step runs in its own transaction together with the version bump, so a crash

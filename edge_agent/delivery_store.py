@@ -11,10 +11,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import sqlite_utils
-
 from edge_agent import outbox
-from edge_agent.db import write_transaction
+from edge_agent.db import Database, write_transaction
 from edge_agent.delivery import Delivery
 from edge_agent.errors import CommandError, StorageError
 
@@ -24,9 +22,7 @@ log = logging.getLogger(__name__)
 class DeliveryStore:
     """Reads and writes the outbox for one ``Delivery``, on the agent's thread."""
 
-    def __init__(
-        self, db: sqlite_utils.Database, delivery: Delivery, clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, db: Database, delivery: Delivery, clock: Callable[[], float]) -> None:
         self.db = db
         self.delivery = delivery
         self.clock = clock

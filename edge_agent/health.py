@@ -15,10 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from edge_agent import outbox
-from edge_agent.db import write_transaction
+from edge_agent.db import Database, write_transaction
 from edge_agent.errors import StorageError
 from firmware.config import StationConfig
 
@@ -29,7 +27,7 @@ STORAGE_LOW = "storage_low"
 STORAGE_MARGIN_MB = 16.0  # storage_low clears this far (or a quarter of the floor) above it
 
 
-def record_state(db: sqlite_utils.Database, values: dict[str, Any]) -> None:
+def record_state(db: Database, values: dict[str, Any]) -> None:
     """Write the agent's rows in ``agent_state``; on a full disk this only logs."""
     try:
         with write_transaction(db) as conn:
@@ -73,7 +71,7 @@ def free_mb(config: StationConfig) -> float | None:
         return None
 
 
-def telemetry(db: sqlite_utils.Database, config: StationConfig) -> dict[str, Any]:
+def telemetry(db: Database, config: StationConfig) -> dict[str, Any]:
     """The body of a telemetry message (docs/asyncapi.yaml); StorageError when unreadable."""
     st = outbox.stats(db)
     state = outbox.read_state(db)
@@ -95,7 +93,7 @@ def telemetry(db: sqlite_utils.Database, config: StationConfig) -> dict[str, Any
     }
 
 
-def check_storage(db: sqlite_utils.Database, config: StationConfig) -> bool:
+def check_storage(db: Database, config: StationConfig) -> bool:
     """Raise ``storage_low`` when free space falls below ``storage.min_free_mb``; clear it
     once there is a margin above it again (so a disk at the line does not flap). True when
     an event was written to the outbox."""

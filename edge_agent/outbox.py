@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import sqlite_utils
 
-from edge_agent.db import migrate, write_transaction
+from edge_agent.db import Database, migrate, write_transaction
 from edge_agent.events import EventType
 
 COMPONENT = "outbox"
@@ -120,7 +119,7 @@ class OutboxRow:
     payload: bytes
 
 
-def install(db: sqlite_utils.Database) -> None:
+def install(db: Database) -> None:
     """Create or upgrade the outbox tables."""
     migrate(db, COMPONENT, MIGRATIONS)
 
@@ -252,7 +251,7 @@ def insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     )
 
 
-def pending(db: sqlite_utils.Database, after_seq: int, limit: int) -> list[OutboxRow]:
+def pending(db: Database, after_seq: int, limit: int) -> list[OutboxRow]:
     """Undelivered events with ``seq`` above ``after_seq``, oldest first."""
     # One range from the later of the two starting points: rows handed out already but
     # not yet acknowledged (end-to-end acks) are not scanned again.
@@ -264,7 +263,7 @@ def pending(db: sqlite_utils.Database, after_seq: int, limit: int) -> list[Outbo
     return [OutboxRow(int(s), str(i), str(t), str(p).encode()) for s, i, t, p in rows]
 
 
-def mark_published(db: sqlite_utils.Database, seqs: list[int]) -> None:
+def mark_published(db: Database, seqs: list[int]) -> None:
     """The broker acknowledged these (PUBACK with a success code)."""
     if not seqs:
         return
@@ -276,7 +275,7 @@ def mark_published(db: sqlite_utils.Database, seqs: list[int]) -> None:
         )
 
 
-def mark_delivered_through(db: sqlite_utils.Database, seq: int) -> int:
+def mark_delivered_through(db: Database, seq: int) -> int:
     """Every event up to ``seq`` is delivered; returns how many rows changed."""
     now = time.time()
     with write_transaction(db) as c:
@@ -288,7 +287,7 @@ def mark_delivered_through(db: sqlite_utils.Database, seq: int) -> int:
         return cur.rowcount
 
 
-def mark_delivered(db: sqlite_utils.Database, seqs: list[int]) -> None:
+def mark_delivered(db: Database, seqs: list[int]) -> None:
     """These events are delivered (PUBACK counts, end-to-end acks are off)."""
     if not seqs:
         return
@@ -316,7 +315,7 @@ class OutboxStats:
     oldest_undelivered_age_s: float | None
 
 
-def stats(db: sqlite_utils.Database, now: float | None = None) -> OutboxStats:
+def stats(db: Database, now: float | None = None) -> OutboxStats:
     now = time.time() if now is None else now
     last = last_seq(db)
     depth, oldest = db.conn.execute(f"SELECT count(*), min(created_at) {UNDELIVERED}").fetchone()
@@ -324,9 +323,7 @@ def stats(db: sqlite_utils.Database, now: float | None = None) -> OutboxStats:
     return OutboxStats(last, int(depth), age)
 
 
-def purge_delivered(
-    db: sqlite_utils.Database, older_than_s: float, now: float | None = None
-) -> int:
+def purge_delivered(db: Database, older_than_s: float, now: float | None = None) -> int:
     """Delete delivered events older than the retention period; returns how many."""
     cutoff = (time.time() if now is None else now) - older_than_s
     with write_transaction(db) as c:
@@ -407,7 +404,7 @@ def standing_alert(
     return event
 
 
-def standing_alerts(db: sqlite_utils.Database) -> dict[str, Any]:
+def standing_alerts(db: Database) -> dict[str, Any]:
     """The alerts that stand now, by ``agent_state`` key without ``alert.`` (``kind`` or
     ``kind.device``), each with its record (``since``, ``detail``, ``seq``)."""
     rows = db.conn.execute("SELECT key, value FROM agent_state WHERE substr(key, 1, 6) = 'alert.'")
@@ -422,7 +419,7 @@ def _decoded(value: Any) -> Any:
         return value
 
 
-def read_state(db: sqlite_utils.Database) -> dict[str, Any]:
+def read_state(db: Database) -> dict[str, Any]:
     """Every ``agent_state`` value, JSON-decoded (a value that is not JSON stays text)."""
     rows = db.conn.execute("SELECT key, value FROM agent_state").fetchall()
     return {str(key): _decoded(value) for key, value in rows}
@@ -436,12 +433,12 @@ def latest(conn: sqlite3.Connection, type: str, limit: int) -> list[dict[str, An
     return [json.loads(payload) for (payload,) in rows]
 
 
-def delivered_through(db: sqlite_utils.Database) -> int:
+def delivered_through(db: Database) -> int:
     """The highest ``seq`` below which every event is delivered (0 when none is)."""
     return int(db.conn.execute(_DELIVERED_THROUGH).fetchone()[0])
 
 
-def first_stored_seq(db: sqlite_utils.Database) -> int | None:
+def first_stored_seq(db: Database) -> int | None:
     """The oldest event still on the station (older ones were purged after retention)."""
     row = db.conn.execute("SELECT min(seq) FROM outbox").fetchone()
     return None if row[0] is None else int(row[0])
@@ -467,6 +464,6 @@ def undelivered_count(conn: sqlite3.Connection) -> int:
     return int(conn.execute(f"SELECT count(*) {UNDELIVERED}").fetchone()[0])
 
 
-def last_seq(db: sqlite_utils.Database) -> int:
+def last_seq(db: Database) -> int:
     """The ``seq`` of the newest event (0 when there is none); two indexed reads."""
     return int(db.conn.execute(LAST_SEQ).fetchone()[0])

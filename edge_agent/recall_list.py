@@ -23,9 +23,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
-from edge_agent.db import migrate, write_transaction
+from edge_agent.db import Database, migrate, write_transaction
 from edge_agent.errors import CommandError, StorageError
 
 COMPONENT = "recall"
@@ -67,7 +65,7 @@ class Recall:
     action: str
 
 
-def install(db: sqlite_utils.Database) -> None:
+def install(db: Database) -> None:
     migrate(db, COMPONENT, MIGRATIONS)
 
 
@@ -98,9 +96,7 @@ def _check(township: str, args: dict[str, Any]) -> list[dict[str, Any]]:
     return changes
 
 
-def apply(
-    db: sqlite_utils.Database, township: str, args: dict[str, Any], now: float
-) -> dict[str, Any]:
+def apply(db: Database, township: str, args: dict[str, Any], now: float) -> dict[str, Any]:
     """Apply one ``recall_update`` chunk; returns ``{"recall_version": N, "applied": K}``."""
     changes = _check(township, args)
     try:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlite_utils
 
 from edge_agent import outbox
 from edge_agent.damage import (
@@ -23,7 +22,7 @@ from edge_agent.damage import (
     read_damaged,
     salvage,
 )
-from edge_agent.db import open_db
+from edge_agent.db import Database, open_db
 from edge_agent.errors import StorageError
 from firmware.config import load_config
 from kiosk_ui.cli import main
@@ -83,12 +82,12 @@ def overwrite_page(path: Path, page: int, fill: bytes = b"\xa5") -> None:
         os.fsync(f.fileno())
 
 
-def outbox_rows(db: sqlite_utils.Database) -> dict[int, tuple[str, str]]:
+def outbox_rows(db: Database) -> dict[int, tuple[str, str]]:
     rows = db.conn.execute("SELECT seq, id, payload FROM outbox").fetchall()
     return {int(s): (str(i), str(p)) for s, i, p in rows}
 
 
-def open_station_db(path: Path, source: str, now: float | None = None) -> sqlite_utils.Database:
+def open_station_db(path: Path, source: str, now: float | None = None) -> Database:
     """What the kiosk and the agent do at start."""
     check_at_start(path, source, now)
     return open_db(path)

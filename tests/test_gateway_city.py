@@ -8,8 +8,8 @@ from pathlib import Path
 from string import Template
 
 import pytest
-import sqlite_utils
 
+from edge_agent.db import Database
 from tests.support.certs import TestCA
 from tests.support.edge import (
     agent_thread,
@@ -35,7 +35,7 @@ def bridge_conf(certs: Path, city_port: int) -> str:
     return "\nconnection_messages true\n" + text
 
 
-def published_not_acked(db: sqlite_utils.Database) -> int:
+def published_not_acked(db: Database) -> int:
     return int(
         db.conn.execute(
             "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL AND delivered_at IS NULL"

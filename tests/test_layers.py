@@ -231,7 +231,7 @@ def test_the_architecture_guide_states_each_rule() -> None:
 
 
 @pytest.mark.parametrize("command", [["agent", "--help"], ["gateway", "--help"]])
-def test_agent_and_gateway_never_load_kivy(command: list[str]) -> None:
+def test_agent_and_gateway_never_load_kivy_or_numpy(command: list[str]) -> None:
     probe = (
         "import sys\n"
         "from kiosk_ui.cli import main\n"
@@ -239,7 +239,7 @@ def test_agent_and_gateway_never_load_kivy(command: list[str]) -> None:
         f"    main({command!r})\n"
         "except SystemExit:\n"
         "    pass\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('kivy', 'kiosk_ui')"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('kivy', 'numpy', 'kiosk_ui')"
         " and not m.startswith('kiosk_ui.cli') and m != 'kiosk_ui')\n"
         "print('LOADED', heavy)\n"
     )

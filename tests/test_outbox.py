@@ -10,12 +10,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import sqlite_utils
 from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_agent import outbox
-from edge_agent.db import open_db, write_transaction
+from edge_agent.db import Database, open_db, write_transaction
 from tests.support.contract import validate_event
 
 
@@ -92,7 +91,7 @@ _TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=4
     st.sampled_from(["urn:sampling:T01:K03", "urn:sampling:镇-1:K_9"]),
 )
 def test_any_data_round_trips_through_the_payload(data: dict[str, object], source: str) -> None:
-    db = sqlite_utils.Database(sqlite3.connect(":memory:", isolation_level=None))
+    db = Database(sqlite3.connect(":memory:", isolation_level=None))
     outbox.install(db)
     with write_transaction(db) as c:
         event = outbox.append(c, source=source, type="sampling.demo", data=data)

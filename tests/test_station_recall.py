@@ -8,17 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlite_utils
 
 from edge_agent import recall_list
-from edge_agent.db import open_db
+from edge_agent.db import Database, open_db
 from edge_agent.errors import CommandError
 from edge_agent.gateway import recall
 from edge_agent.recall_list import Recall, RecallGap
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> sqlite_utils.Database:
+def db(tmp_path: Path) -> Database:
     d = open_db(tmp_path / "station.db")
     recall_list.install(d)
     return d
@@ -32,12 +31,12 @@ def chunk(first: int, last: int, township: str = "T01", **extra: Any) -> dict[st
     return {"township": township, "from": first, "through": last, "changes": changes, **extra}
 
 
-def listed(db: sqlite_utils.Database) -> dict[str, tuple[str, str, str]]:
+def listed(db: Database) -> dict[str, tuple[str, str, str]]:
     rows = db.conn.execute("SELECT sub, pool, reason, action FROM recall_list").fetchall()
     return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
-def test_chunks_apply_in_order_and_a_repeat_changes_nothing(db: sqlite_utils.Database) -> None:
+def test_chunks_apply_in_order_and_a_repeat_changes_nothing(db: Database) -> None:
     assert recall_list.apply(db, "T01", chunk(1, 5), 1.0) == {"recall_version": 5, "applied": 5}
     assert recall_list.apply(db, "T01", chunk(1, 5), 2.0) == {"recall_version": 5, "applied": 0}
     # Overlapping: 4 and 5 are held, 6..8 are new.
@@ -53,7 +52,7 @@ def test_chunks_apply_in_order_and_a_repeat_changes_nothing(db: sqlite_utils.Dat
     assert recall_list.lookup(db.conn, "sub-2") is None
 
 
-def test_a_gap_is_refused_naming_the_version_held(db: sqlite_utils.Database) -> None:
+def test_a_gap_is_refused_naming_the_version_held(db: Database) -> None:
     recall_list.apply(db, "T01", chunk(1, 3), 1.0)
     with pytest.raises(RecallGap, match="this station holds version 3; send from 4") as caught:
         recall_list.apply(db, "T01", chunk(5, 9), 2.0)
@@ -63,7 +62,7 @@ def test_a_gap_is_refused_naming_the_version_held(db: sqlite_utils.Database) -> 
 
 
 def test_another_township_or_a_broken_sequence_is_refused_whole(
-    db: sqlite_utils.Database,
+    db: Database,
 ) -> None:
     with pytest.raises(CommandError, match="this station belongs to T01, not T02"):
         recall_list.apply(db, "T01", chunk(1, 3, township="T02"), 1.0)
@@ -82,7 +81,7 @@ def test_another_township_or_a_broken_sequence_is_refused_whole(
     assert (recall_list.version(db.conn), listed(db)) == (0, {})
 
 
-def test_a_list_of_100000_is_applied_and_read_in_one_lookup(db: sqlite_utils.Database) -> None:
+def test_a_list_of_100000_is_applied_and_read_in_one_lookup(db: Database) -> None:
     changes = [
         recall.Change(v, "add", f"sub-{v:06d}", f"TB{v:08d}", "pool_positive", "single")
         for v in range(1, 100_001)

@@ -26,10 +26,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-import sqlite_utils
-
 from edge_agent import outbox
-from edge_agent.db import write_transaction
+from edge_agent.db import Database, write_transaction
 from edge_agent.errors import StorageError
 from edge_agent.events import EventType
 
@@ -41,7 +39,7 @@ class Ledger:
 
     def __init__(
         self,
-        db: sqlite_utils.Database,
+        db: Database,
         clock: Callable[[], float],
         source: str,
         lock: threading.RLock | None = None,

@@ -10,10 +10,8 @@ longer open never gains, loses or reorders a member, and a tube barcode is never
 
 from __future__ import annotations
 
-import sqlite_utils
-
 from edge_agent import outbox
-from edge_agent.db import migrate
+from edge_agent.db import Database, migrate
 
 COMPONENT = "kiosk"
 
@@ -199,7 +197,7 @@ MIGRATIONS: list[str] = [
 ]
 
 
-def install(db: sqlite_utils.Database) -> None:
+def install(db: Database) -> None:
     """Create or upgrade the outbox and the kiosk tables (idempotent)."""
     outbox.install(db)
     migrate(db, COMPONENT, MIGRATIONS)

@@ -27,10 +27,8 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-import sqlite_utils
-
 from edge_agent import outbox
-from edge_agent.db import open_db
+from edge_agent.db import Database, open_db
 from firmware.config import StationConfig
 from kiosk_ui.core import rules, schema
 from kiosk_ui.core.barcodes import BarcodeKinds, ScanKind
@@ -55,7 +53,7 @@ class Station:
     def __init__(
         self,
         config: StationConfig,
-        db: sqlite_utils.Database,
+        db: Database,
         verifier: Verifier | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -14,10 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import sqlite_utils
-
 from edge_agent import outbox
-from edge_agent.db import write_transaction
+from edge_agent.db import Database, write_transaction
 from kiosk_ui.core.rules import TubeMode
 
 
@@ -374,7 +372,7 @@ class PurgeResult:
     waiting: int
 
 
-def purge(db: sqlite_utils.Database, retention_s: float, now: float) -> PurgeResult:
+def purge(db: Database, retention_s: float, now: float) -> PurgeResult:
     """Delete delivered events and blank personal data older than the retention period.
 
     Undelivered events are never touched. Check-in and tube rows stay (counts, decisions,

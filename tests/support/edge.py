@@ -19,11 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from edge_agent import outbox
 from edge_agent.agent import Agent, build
-from edge_agent.db import open_db, write_transaction
+from edge_agent.db import Database, open_db, write_transaction
 from edge_agent.gateway import Gateway, Intake, open_store, subscriptions
 from edge_agent.link import LinkSettings
 from firmware.config import StationConfig, load_config
@@ -69,15 +67,13 @@ def station_config(
     return path, load_config(path)
 
 
-def station_db(config: StationConfig) -> sqlite_utils.Database:
+def station_db(config: StationConfig) -> Database:
     db = open_db(config.storage.path)
     outbox.install(db)
     return db
 
 
-def produce(
-    db: sqlite_utils.Database, source: str, n: int, per_transaction: int = 1
-) -> list[dict[str, Any]]:
+def produce(db: Database, source: str, n: int, per_transaction: int = 1) -> list[dict[str, Any]]:
     """Append ``n`` realistic events (residents added to pooled tubes, tubes sealed)."""
     out: list[dict[str, Any]] = []
     done = 0
@@ -114,11 +110,11 @@ def produce(
     return out
 
 
-def all_events(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def all_events(db: Database) -> list[dict[str, Any]]:
     return [json.loads(p) for (p,) in db.conn.execute("SELECT payload FROM outbox ORDER BY seq")]
 
 
-def undelivered(db: sqlite_utils.Database) -> int:
+def undelivered(db: Database) -> int:
     return int(
         db.conn.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
     )
