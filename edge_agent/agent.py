@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edge_agent import commands, damage, health, outbox
+from edge_agent import commands, damage, health, outbox, recall_list
 from edge_agent.db import Database, open_db
 from edge_agent.delivery import Delivery, EventTag, Limits, Puback
 from edge_agent.delivery_store import DeliveryStore
@@ -40,6 +40,7 @@ from edge_agent.link import (
     Published,
     check_transport,
 )
+from edge_agent.recall_list import RecallGap
 from edge_agent.session import (
     ReplyTag,
     StatusTag,
@@ -329,7 +330,9 @@ class Agent:
             result = self._apply(cmd)
         except CommandError as exc:
             log.warning("command %s rejected: %s", cmd_id, exc)
-            reply = commands.reply(cmd_id, False, str(exc))
+            # A recall chunk that would leave a gap says where the gateway should start.
+            held = {"recall_version": exc.version} if isinstance(exc, RecallGap) else None
+            reply = commands.reply(cmd_id, False, str(exc), held)
             self._publish(ReplyTag(cmd_id), self.topics.replies, reply, 1, False)
             return
         log.info("command %s (%s) applied: %s", cmd.id, cmd.command, result)
@@ -348,6 +351,11 @@ class Agent:
             return {}
         if cmd.command == "resend_from":
             return self.store.reopen_from(int(cmd.args["seq"]))
+        if cmd.command == "recall_update":
+            township = self.config.station.township
+            return recall_list.apply(
+                self.db, township, cmd.args, time.time()
+            )  # wall clock: check-ins compare it
         raise CommandError(f"unknown command {cmd.command!r}")
 
     # --- sending ----------------------------------------------------------------------

@@ -29,7 +29,7 @@ from edge_agent.errors import CommandError, StorageError
 from edge_agent.events import EventType
 from firmware.config import SamplingSection
 
-COMMANDS = ("set_thresholds", "set_pool_size", "request_telemetry", "resend_from")
+COMMANDS = ("set_thresholds", "set_pool_size", "request_telemetry", "resend_from", "recall_update")
 MAX_COMMAND_BYTES = 16 * 1024
 
 

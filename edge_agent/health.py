@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_agent import outbox
+from edge_agent import outbox, recall_list
 from edge_agent.db import Database, write_transaction
 from edge_agent.errors import StorageError
 from firmware.config import StationConfig
@@ -89,6 +89,7 @@ def telemetry(db: Database, config: StationConfig) -> dict[str, Any]:
         "disk_free_mb": None if free is None else round(free, 1),
         "cpu_temperature_c": cpu_temperature(),
         "kiosk_queue_length": queue_len if isinstance(queue_len, int) else None,
+        "recall_version": recall_list.version(db.conn),
         "alerts": alerts,
     }
 

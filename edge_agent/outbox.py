@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from edge_agent import recall_list
 from edge_agent.db import Database, migrate, write_transaction
 from edge_agent.events import EventType
 
@@ -120,8 +121,9 @@ class OutboxRow:
 
 
 def install(db: Database) -> None:
-    """Create or upgrade the outbox tables."""
+    """Create or upgrade the outbox tables (and the recall list the agent and kiosk share)."""
     migrate(db, COMPONENT, MIGRATIONS)
+    recall_list.install(db)
 
 
 def settings_overrides(conn: sqlite3.Connection) -> dict[str, Any]:

@@ -70,7 +70,11 @@ def install(db: Database) -> None:
 
 
 def version(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT version FROM recall_state WHERE id = 1").fetchone()
+    """The version of the list held (0: none yet); StorageError when it cannot be read."""
+    try:
+        row = conn.execute("SELECT version FROM recall_state WHERE id = 1").fetchone()
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot read the recall list's version: {exc}") from exc
     return int(row[0]) if row else 0
 
 

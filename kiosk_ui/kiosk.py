@@ -34,7 +34,8 @@ from kiosk_ui.core import messages, national_id
 from kiosk_ui.core.checkins import Verifier
 from kiosk_ui.core.codes import CodeVerifier, TrustStore
 from kiosk_ui.core.flow import KioskFlow, State, View
-from kiosk_ui.core.rules import TubeMode
+from kiosk_ui.core.i18n import t
+from kiosk_ui.core.rules import RECALL_REASONS, TubeMode
 from kiosk_ui.core.staff_lock import StaffLock, load_secret_hashes
 from kiosk_ui.core.station import Station
 from kiosk_ui.core.tubes import DispatchResult, ScanResult, TubeResult
@@ -58,6 +59,9 @@ ScanOutcome = ScanResult | RuleViolation | StationError
 class Speaker(Protocol):
     def say(self, view: View, language: str) -> None: ...
     def stop(self, timeout: float = ...) -> None: ...
+
+
+RECALL_STATES = (State.RESULT, State.WAIT, State.ISOLATION)
 
 
 class Kiosk:
@@ -168,6 +172,12 @@ class Kiosk:
     def _view(self, view: View) -> None:
         if view.state is State.IDLE:
             self.decoder.forget()
+        if view.reason in RECALL_REASONS and view.state in RECALL_STATES:
+            # The sampler panel says why this resident is not pooled (docs/sampler-guide.md).
+            key = f"recall.{view.reason}"
+            self.panel_message = PanelMessage(False, t(key, "en"), t(key, "zh"))
+            for notify in list(self.panel_listeners):
+                notify()
         for listener in list(self.views):
             listener(view)
 

@@ -3,14 +3,17 @@ applied to the station as its agent applies it."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edge_agent import recall_list
 from edge_agent.db import open_db
+from kiosk_ui.drills import scenario
 from kiosk_ui.drills.lab import DrillLab
-from kiosk_ui.errors import SimulateError
+from kiosk_ui.errors import DrillError, SimulateError
 from tests.support.station import open_station, resident
 
 TUBE, BOX = "TB2026120300001", "BX20261203"
@@ -48,3 +51,48 @@ def test_a_positive_result_reaches_the_station_of_the_drill(tmp_path: Path) -> N
         db.conn.close()
     finally:
         lab.close()
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ({"results": ""}, "'results' must be a non-empty string"),
+        ({"recall_version": -1}, "'recall_version' must be an integer >= 0"),
+        ({"recall_version": True}, "'recall_version' must be an integer >= 0"),
+        ({"recall": "r1"}, "'recall' must be an object"),
+        ({"recall": {"sub": "r1", "why": "x"}}, "unknown key 'why' in 'recall'"),
+        ({"recall": {"reason": "pool_positive"}}, "names the resident by 'sub' or by 'id'"),
+        ({"recall": {"sub": "a", "id": "b"}}, "names the resident by 'sub' or by 'id'"),
+        (
+            {"recall": {"sub": "r1", "reason": "pool_positive", "pool": "TB1"}},
+            "is op 'add' (with reason, pool, action)",
+        ),
+        (
+            {"recall": {"sub": "r1", "op": "drop", "reason": "x", "pool": "TB1"}},
+            "or 'remove' (with reason, pool)",
+        ),
+    ],
+)
+def test_a_bad_lab_step_is_named_before_anything_runs(step: dict[str, Any], message: str) -> None:
+    with pytest.raises(DrillError, match=re.escape(message)):
+        scenario.parse({"name": "t", "steps": [{"scan": TUBE}, step]})
+
+
+def test_the_lab_steps_parse() -> None:
+    got = scenario.parse(
+        {
+            "name": "t",
+            "steps": [
+                {"results": "tube,result\nTB1,positive\n"},
+                {"recall": {"sub": "r1", "op": "remove", "reason": "corrected", "pool": "TB1"}},
+                {"recall_version": 2},
+                {"expect": {"recall_version": 2}},
+            ],
+        }
+    )
+    assert [s.describe() for s in got.steps] == [
+        "results (1 rows)",
+        "recall remove (corrected)",
+        "recall_version 2",
+        "expect",
+    ]

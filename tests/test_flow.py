@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge_agent import recall_list
 from firmware.errors import ConfigError
 from firmware.hardware import build_lights
 from firmware.lights import LaneLights, plan
@@ -32,6 +33,7 @@ from kiosk_ui.core.rules import Decision, Lane
 from kiosk_ui.core.staff_lock import StaffLock, hash_secret, load_secret_hashes
 from kiosk_ui.core.station import Station
 from kiosk_ui.errors import RuleViolation
+from kiosk_ui.screens.present import resident_text
 from tests.support.contract import check_outbox
 from tests.support.station import Clock, make_config, rejected, resident
 
@@ -539,3 +541,51 @@ def test_each_decision_shows_on_the_lights_as_they_can_show_it(
 ) -> None:
     assert light_for(view) == shown
     plan(*light_for(view))  # the lights accept it (LightsError otherwise)
+
+
+def _recall(station: Station, sub: str, reason: str, action: str) -> None:
+    held = recall_list.version(station.db.conn)
+    change = {"v": held + 1, "op": "add", "sub": sub, "pool": "TB2026112300009"}
+    args = {"township": "T01", "from": held + 1, "through": held + 1}
+    change |= {"reason": reason, "action": action}
+    recall_list.apply(station.db, "T01", {**args, "changes": [change]}, 0.0)
+
+
+def test_a_recalled_resident_is_sent_alone_with_its_own_words_and_lights(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300001", "S1")
+    _recall(kiosk.station, "r1", "pool_positive", "single")
+    view = kiosk.show("HC1:GREEN1", 36.6)
+    assert (view.decision, view.lane, view.reason, view.tube) == (
+        "single",
+        "single",
+        "pool_positive",
+        None,
+    )
+    assert (view.state, view.prompt) == (State.WAIT, "wait.no_tube")  # no single tube yet
+    assert kiosk.station.open_tube().count == 0  # type: ignore[union-attr]
+
+
+def test_a_recalled_resident_joins_an_open_single_tube_and_reads_why(kiosk: Kiosk) -> None:
+    kiosk.station.scan("TB2026112300002", "S1", "single")
+    _recall(kiosk.station, "r2", "pool_positive", "single")
+    view = kiosk.show("HC1:GREEN2", 36.5)
+    assert (view.state, view.prompt, view.tube) == (
+        State.RESULT,
+        "result.recall",
+        "TB2026112300002",
+    )
+    text = resident_text(view, "zh")
+    assert (text.title, text.line1) == ("单采台", "您需要单独复采，请到单采台")
+
+
+def test_a_recall_to_isolation_says_so_without_a_fever_or_an_alert(kiosk: Kiosk) -> None:
+    _recall(kiosk.station, "r1", "single_positive", "isolate")
+    view = kiosk.show("HC1:GREEN1", 36.6)
+    assert (view.state, view.reason, view.prompt) == (
+        State.ISOLATION,
+        "single_positive",
+        "isolation.recall",
+    )
+    assert kiosk.lights.snapshot() == {"main": "stop", "green": "idle", "isolation": "isolate"}
+    assert [d for t, d in events(kiosk.station) if t == "sampling.alert.raised"] == []
+    assert resident_text(view, "en").line1 == "Your test result needs isolation"

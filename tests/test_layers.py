@@ -51,7 +51,7 @@ ROOMS = (
         (
             "kiosk_ui.errors",
             "firmware",
-            *(f"edge_agent.{m}" for m in ("outbox", "db", "errors", "events")),
+            *(f"edge_agent.{m}" for m in ("outbox", "db", "errors", "events", "recall_list")),
         ),
         "`kiosk_ui.errors`, `firmware`, the outbox side of `edge_agent`; no other part of "
         "the kiosk",
@@ -64,7 +64,10 @@ ROOMS = (
             "kiosk_ui.panel",
             "kiosk_ui.workers",
             "firmware",
-            *(f"edge_agent.{m}" for m in ("outbox", "db", "damage", "errors", "events")),
+            *(
+                f"edge_agent.{m}"
+                for m in ("outbox", "db", "damage", "errors", "events", "recall_list")
+            ),
         ),
         "the root, workers, panel, speech and commands: `kiosk_ui.core`, `firmware`, the outbox "
         "side of `edge_agent`; never the screens or the drills",

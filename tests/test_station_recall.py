@@ -4,6 +4,7 @@ with nothing changed, and a 100,000-entry list read in one lookup."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from edge_agent.db import Database, open_db
 from edge_agent.errors import CommandError
 from edge_agent.gateway import recall
 from edge_agent.recall_list import Recall, RecallGap
+from tests.support.contract import validate_event
+from tests.support.station import Rig, open_station, resident
 
 
 @pytest.fixture
@@ -100,3 +103,71 @@ def test_a_list_of_100000_is_applied_and_read_in_one_lookup(db: Database) -> Non
         "TB00054321", "pool_positive", "single"
     )
     assert applied_s < 120  # about 900 chunks, one transaction each (slack for a shared CI)
+
+
+# --- at the kiosk: the decision table's recall rows -------------------------------------------
+
+TUBE = "TB2026120300001"
+
+
+def recall_on(rig: Rig, *entries: tuple[str, str, str]) -> None:
+    """Apply recall changes (sub, reason, action) to the station, as its agent would."""
+    held = recall_list.version(rig.station.db.conn)
+    changes = [
+        {"v": held + i, "op": "add", "sub": sub, "pool": TUBE, "reason": why, "action": act}
+        for i, (sub, why, act) in enumerate(entries, 1)
+    ]
+    args = {"township": "T01", "from": held + 1, "through": held + len(changes)}
+    recall_list.apply(rig.station.db, "T01", {**args, "changes": changes}, rig.clock())
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    r = open_station(tmp_path)
+    yield r
+    r.station.close()
+
+
+def test_a_recalled_resident_goes_to_the_single_desk_and_the_event_says_why(rig: Rig) -> None:
+    recall_on(rig, ("r1", "pool_positive", "single"), ("r2", "pool_invalid", "single"))
+    rig.station.scan(TUBE.replace("1", "9"), "S07")  # a pooled tube is open: not for them
+    got = rig.station.check_in(resident("r1"), [36.5])
+    assert (got.decision, got.lane, got.reason, got.tube, got.waiting) == (
+        "single",
+        "single",
+        "pool_positive",
+        None,
+        True,
+    )
+    recorded = got.events[0]
+    assert (recorded["type"], recorded["data"]["reason"]) == (
+        "sampling.checkin.recorded",
+        "pool_positive",
+    )
+    validate_event(dict(recorded))
+    assert rig.station.check_in(resident("r2"), [36.5]).reason == "pool_invalid"
+    assert rig.station.check_in(resident("r3"), [36.5]).decision == "pool"  # not recalled
+
+
+def test_a_recall_to_isolation_and_the_rows_above_it(rig: Rig) -> None:
+    recall_on(rig, ("r1", "single_positive", "isolate"), ("r2", "pool_positive", "single"))
+    got = rig.station.check_in(resident("r1"), [36.5])
+    assert (got.decision, got.lane, got.reason, got.tube) == (
+        "isolate",
+        "isolation",
+        "single_positive",
+        None,
+    )
+    assert got.alert is None  # not a fever, not a red code: the recall is the gateway's fact
+    assert rig.station.check_in(resident("r2", "red"), []).reason == "red_code"
+    assert rig.station.check_in(resident("r2"), [38.0, 38.1]).reason == "fever"
+
+
+def test_recall_comes_before_already_sampled(rig: Rig) -> None:
+    rig.station.scan(TUBE, "S07")
+    assert rig.station.check_in(resident("r1"), [36.5]).decision == "pool"
+    rig.station.seal("S07")
+    assert rig.station.check_in(resident("r1"), [36.5]).reason == "already_sampled"
+    recall_on(rig, ("r1", "pool_positive", "single"))
+    got = rig.station.check_in(resident("r1"), [36.5])
+    assert (got.decision, got.reason) == ("single", "pool_positive")

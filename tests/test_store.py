@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent import outbox
+from edge_agent import outbox, recall_list
 from edge_agent.db import migrate, open_db, write_transaction
 from edge_agent.errors import StorageError
 from kiosk_ui.cli import main as station_main
@@ -43,7 +43,11 @@ def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
     schema.install(db)
     schema.install(db)
     versions = dict(db.conn.execute("SELECT component, version FROM schema_version").fetchall())
-    assert versions == {"outbox": len(outbox.MIGRATIONS), "kiosk": len(schema.MIGRATIONS)}
+    assert versions == {
+        "outbox": len(outbox.MIGRATIONS),
+        "kiosk": len(schema.MIGRATIONS),
+        "recall": len(recall_list.MIGRATIONS),
+    }
     assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert set(TABLES) <= set(db.table_names())

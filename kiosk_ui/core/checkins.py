@@ -234,7 +234,7 @@ class CheckinDesk:
                 and assessment is not None
                 and facts.sampled_since(tx.now - t.resample_window_s)
             )
-            outcome = rules.decide(verdict, assessment, sampled)
+            outcome = rules.decide(verdict, assessment, sampled, facts.recall)
             mode = rules.queue_mode(outcome.decision)
             earlier = (
                 store.waiting_entry(tx.conn, sub)

@@ -465,8 +465,11 @@ class KioskFlow:
             capacity=r.capacity,
             queue_place=r.queue_place,
         )
+        recalled = r.reason in rules.RECALL_REASONS
         if decision is Decision.ISOLATE:
             prompt = "isolation.red" if r.reason == rules.RED_CODE else "isolation.fever"
+            if recalled:
+                prompt = "isolation.recall"
             return replace(base, state=State.ISOLATION, prompt=prompt)
         if decision is Decision.REFER:
             return replace(base, state=State.STAFF, prompt=f"reason.{r.reason}")
@@ -481,6 +484,8 @@ class KioskFlow:
                 prompt="wait.full" if full else "wait.no_tube",
             )
         single = decision is Decision.SINGLE
+        if single and recalled:
+            return replace(base, prompt="result.recall")
         return replace(base, prompt="result.single" if single else "result.go")
 
     def _violation(self, exc: RuleViolation) -> None:

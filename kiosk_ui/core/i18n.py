@@ -37,6 +37,10 @@ STRINGS: dict[str, dict[Language, str]] = {
     "result.position": {"zh": "管内第 {k}/{n} 位", "en": "Tube place {k}/{n}"},
     "result.temperature": {"zh": "体温 {t:.1f}℃", "en": "Temperature {t:.1f}℃"},
     "result.single": {"zh": "请到单采台单独采样", "en": "Go to the single-sample desk"},
+    "result.recall": {
+        "zh": "您需要单独复采，请到单采台",
+        "en": "You need a new sample on your own. Go to the single-sample desk",
+    },
     "wait.title": {"zh": "请稍等", "en": "Please wait"},
     "wait.full": {
         "zh": "采样管已满，正在换新管",
@@ -50,6 +54,7 @@ STRINGS: dict[str, dict[Language, str]] = {
     "isolation.title": {"zh": "请到临时隔离区", "en": "Go to the isolation area"},
     "isolation.fever": {"zh": "体温偏高", "en": "Your temperature is high"},
     "isolation.red": {"zh": "健康码为红码", "en": "Your health code is red"},
+    "isolation.recall": {"zh": "您的检测结果需要隔离", "en": "Your test result needs isolation"},
     "isolation.next": {
         "zh": "工作人员会来帮助您。请跟随红灯。",
         "en": "Staff will come to help you. Follow the red light.",
@@ -101,6 +106,22 @@ STRINGS: dict[str, dict[Language, str]] = {
     "color.red": {"zh": "红码", "en": "Red code"},
     "entry.number": {"zh": "请输入数字", "en": "Please enter a number"},
     "panel.clear_fault": {"zh": "清除故障", "en": "Clear fault"},
+    "recall.pool_positive": {
+        "zh": "召回：所在混采管阳性，请单管复采",
+        "en": "Recalled: their pooled tube was positive. Sample them alone",
+    },
+    "recall.pool_invalid": {
+        "zh": "召回：所在混采管无效，请单管复采",
+        "en": "Recalled: their pooled tube was invalid. Sample them alone",
+    },
+    "recall.single_positive": {
+        "zh": "召回：本人单采管阳性，送隔离区",
+        "en": "Recalled: their own tube was positive. To isolation",
+    },
+    "recall.single_invalid": {
+        "zh": "召回：本人单采管无效，请单管复采",
+        "en": "Recalled: their own tube was invalid. Sample them alone",
+    },
     "alert.fever": {"zh": "发热", "en": "fever"},
     "alert.red_code": {"zh": "红码", "en": "red code"},
     "alert.sensor_fault.thermometer": {"zh": "测温器故障", "en": "thermometer fault"},

@@ -15,6 +15,8 @@ code rejected                   refer       staff        the code's rejection re
 colour red                      isolate     isolation    ``red_code``
 fever confirmed                 isolate     isolation    ``fever``
 readings implausible            refer       staff        ``implausible_temperature``
+recalled, action isolate        isolate     isolation    the recall's (``single_positive``)
+recalled, action single         single      single       the recall's (``pool_positive``, ...)
 already sampled in the window   refer       staff        ``already_sampled``
 colour yellow                   single      single       null
 colour green, priority group    pool        green        null
@@ -68,6 +70,12 @@ FEVER = "fever"
 IMPLAUSIBLE_TEMPERATURE = "implausible_temperature"
 ALREADY_SAMPLED = "already_sampled"
 RULE_REASONS = (RED_CODE, FEVER, IMPLAUSIBLE_TEMPERATURE, ALREADY_SAMPLED)
+# Why a resident is on the township's recall list (the gateway's lab results, docs/lab.md).
+POOL_POSITIVE = "pool_positive"
+POOL_INVALID = "pool_invalid"
+SINGLE_POSITIVE = "single_positive"
+SINGLE_INVALID = "single_invalid"
+RECALL_REASONS = (POOL_POSITIVE, POOL_INVALID, SINGLE_POSITIVE, SINGLE_INVALID)
 
 
 class ClaimsLike(Protocol):
@@ -81,6 +89,15 @@ class ClaimsLike(Protocol):
     def name(self) -> str | None: ...
     @property
     def cat(self) -> Sequence[str]: ...
+
+
+class RecallLike(Protocol):
+    """A resident's entry on the recall list (``edge_agent.recall_list.Recall``)."""
+
+    @property
+    def reason(self) -> str: ...
+    @property
+    def action(self) -> str: ...
 
 
 class VerdictLike(Protocol):
@@ -219,8 +236,13 @@ def decide(
     verdict: VerdictLike,
     temperature: TemperatureAssessment | None,
     already_sampled: bool,
+    recall: RecallLike | None = None,
 ) -> Outcome:
     """Apply the decision table; the first row that applies wins.
+
+    ``recall`` is the resident's entry on the township's recall list, if any: a recalled
+    resident is sent to isolation or to the single-sample desk, even when sampled within
+    the window (the pooled sample they gave is the one that came back positive or invalid).
 
     ``temperature`` may be None only when ``needs_temperature(verdict)`` is false; an
     assessment that still needs a reading is refused the same way (RuleViolation
@@ -239,6 +261,10 @@ def decide(
         return Outcome(Decision.ISOLATE, Lane.ISOLATION, FEVER)
     if temperature.status is TemperatureStatus.IMPLAUSIBLE:
         return Outcome(Decision.REFER, Lane.STAFF, IMPLAUSIBLE_TEMPERATURE)
+    if recall is not None:
+        if recall.action == "isolate":
+            return Outcome(Decision.ISOLATE, Lane.ISOLATION, recall.reason)
+        return Outcome(Decision.SINGLE, Lane.SINGLE, recall.reason)
     if already_sampled:
         return Outcome(Decision.REFER, Lane.STAFF, ALREADY_SAMPLED)
     if color == Color.YELLOW:

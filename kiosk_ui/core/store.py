@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from edge_agent import outbox
 from edge_agent.db import Database, write_transaction
+from edge_agent.recall_list import Recall
 from kiosk_ui.core.rules import TubeMode
 
 
@@ -268,7 +269,8 @@ class CheckinFacts(NamedTuple):
     ``last_sampled_at`` is when the resident last joined a tube that was not voided, and
     ``in_open_tube`` whether one of those tubes is still open. ``waiting_mode`` is the queue
     the resident waits in, if any. ``room`` is as ``room(conn, mode)`` for the mode asked;
-    ``last_seq`` is ``outbox.LAST_SEQ``.
+    ``last_seq`` is ``outbox.LAST_SEQ``; ``recall`` the resident's entry on the township's
+    recall list (``edge_agent.recall_list``), if any: one primary-key lookup.
     """
 
     settings: str
@@ -277,6 +279,7 @@ class CheckinFacts(NamedTuple):
     waiting_mode: TubeMode | None
     room: Room | None
     last_seq: int
+    recall: Recall | None = None
 
     def sampled_since(self, since: float) -> bool:
         """Whether the resident joined a tube since ``since`` or is in an open tube."""
@@ -298,7 +301,9 @@ _CHECKIN_FACTS = (
     "t.tube, t.capacity, (SELECT count(*) FROM tube_members m "
     "WHERE m.tube = t.tube AND m.position IS NOT NULL), "
     "EXISTS (SELECT 1 FROM waiting q WHERE q.mode = ?2), "
-    "(" + outbox.LAST_SEQ + ") "
+    "(" + outbox.LAST_SEQ + "), "
+    "(SELECT r.action || char(31) || r.reason || char(31) || r.pool FROM recall_list r "
+    "WHERE r.sub = ?1) "
     "FROM (SELECT max(m.added_at) AS last_at, max(t.state = 'open') AS in_open "
     "FROM tube_members m JOIN tubes t ON t.tube = m.tube "
     "WHERE m.resident = ?1 AND m.position IS NOT NULL AND t.state != 'voided') AS h "
@@ -321,7 +326,13 @@ def checkin_facts(
         waiting_mode=None if row[3] is None else TubeMode(row[3]),
         room=room_,
         last_seq=int(row[8]),
+        recall=None if row[9] is None else _recall(str(row[9])),
     )
+
+
+def _recall(text: str) -> Recall:
+    action, reason, pool = text.split("\x1f", 2)
+    return Recall(pool, reason, action)
 
 
 def waiting_list(conn: sqlite3.Connection, mode: TubeMode) -> list[Waiting]:

@@ -9,24 +9,30 @@ from __future__ import annotations
 
 import functools
 import json
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from edge_agent import outbox
+from edge_agent import outbox, recall_list
 from edge_agent.db import open_db
 from edge_agent.events import EventType
 from firmware.errors import StationError
 from firmware.hardware import SimDevices
 from firmware.thermometer import DEFAULT_ADDRESS
+from kiosk_ui.core import national_id
 from kiosk_ui.core.flow import State, View
+from kiosk_ui.drills.lab import DrillLab
 from kiosk_ui.drills.relay import LinkRelay
 from kiosk_ui.drills.scenario import (
     Expect,
     Gateway,
     ManualId,
+    RecallChange,
+    RecallVersion,
+    Results,
     Scan,
     Scenario,
     Show,
@@ -81,6 +87,7 @@ class DrillRunner:
         if kiosk.hardware.sim is None:
             raise SimulateError("a drill needs simulated hardware (hardware.backend = 'sim')")
         self.kiosk = kiosk
+        self.db_path = db_path
         self.sim: SimDevices = kiosk.hardware.sim
         self.ui = ui
         self.relay = relay
@@ -91,6 +98,8 @@ class DrillRunner:
         self.thermometer_attached = True
         self.outcome_of: Step | None = None
         self._db = open_db(db_path)
+        self._lab: DrillLab | None = None
+        self._lab_dir: tempfile.TemporaryDirectory[str] | None = None
         self._settled = threading.Condition()
         self._settled_n = 0
         self._acts: dict[type[Any], Callable[[int, Any], None]] = {
@@ -101,6 +110,9 @@ class DrillRunner:
             Wait: lambda _i, step: time.sleep(step.seconds),
             Gateway: self.gateway,
             ThermometerState: self.thermometer,
+            Results: self.results,
+            RecallChange: self.recall,
+            RecallVersion: self.recall_version,
         }
         self._readers: dict[str, Callable[[], Any]] = {
             "open_tube_count": self._open_tube_count,
@@ -108,10 +120,15 @@ class DrillRunner:
             "screen": lambda: ui.call(lambda: kiosk.flow.state.value),
             "alerts": self._alerts_raised,
             "link": self._link,
+            "recall_version": lambda: recall_list.version(self._db.conn),
         }
         kiosk.views.append(self._on_view)
 
     def close(self) -> None:
+        if self._lab is not None:
+            self._lab.close()
+        if self._lab_dir is not None:
+            self._lab_dir.cleanup()
         self._db.conn.close()
 
     def _on_view(self, view: View) -> None:
@@ -160,6 +177,42 @@ class DrillRunner:
             self.relay.restore()
         else:
             self.relay.cut()
+
+    # -- the lab's side: results and the recall list (kiosk_ui.drills.lab) ------------------
+
+    def lab(self) -> DrillLab:
+        if self._lab is None:
+            self._lab_dir = tempfile.TemporaryDirectory(prefix="drill-lab-")
+            station = self.kiosk.config.station
+            self._lab = DrillLab(
+                self.db_path, Path(self._lab_dir.name), station.township, station.id
+            )
+        return self._lab
+
+    def results(self, _i: int, step: Results) -> None:
+        report = self.lab().results(step.text)
+        self.outcome = {"recall_version": recall_list.version(self._db.conn)}
+        self.out(f"  results: {report.stored} stored, recall list {report.recall or 'unchanged'}")
+
+    def recall(self, _i: int, step: RecallChange) -> None:
+        change: dict[str, Any] = dict(step.change)
+        if "id" in change:
+            key = national_id.load_key(self.kiosk.config.kiosk.id_hash_key_file)
+            change["sub"] = national_id.derive_sub(national_id.validate(change.pop("id")), key)
+        change.setdefault("op", "add")
+        held = recall_list.version(self._db.conn)
+        change["v"] = held + 1
+        args = {"township": self.kiosk.config.station.township, "from": held + 1}
+        result = self.lab().apply({**args, "through": held + 1, "changes": [change]})
+        self.outcome = {"recall_version": result["recall_version"]}
+
+    def recall_version(self, i: int, step: RecallVersion) -> None:
+        held = self.lab().wait_version(step.version)
+        if held < step.version:
+            raise StepFailed(
+                i, step, f"the station holds recall version {held}, not {step.version}"
+            )
+        self.outcome = {"recall_version": held}
 
     def thermometer(self, i: int, step: ThermometerState) -> None:
         bus = self.sim.thermometer.bus

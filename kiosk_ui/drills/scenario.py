@@ -14,6 +14,15 @@ understands:
   goes down / comes back (the kiosk keeps working; the agent delivers the backlog later);
 - ``{"thermometer": "fault"}`` / ``{"thermometer": "ok"}``: the infrared module stops
   answering / works again; while it is faulty the steps' temperatures are entered by hand;
+- ``{"results": "tube,result\\nTB...,positive\\n"}``: the lab's result file comes back (the
+  drill plays the township gateway: ``kiosk_ui.drills.lab``) and the recall list it makes
+  reaches the station;
+- ``{"recall": {"sub" or "id": ..., "reason": ..., "action": ..., "pool": ..., "op": ...}}``:
+  one recall change arrives, numbered after the version the station holds (``id``: a
+  national ID number, turned into its ``sub`` with the station's key; ``op`` ``add`` by
+  default, ``remove`` takes no ``action``);
+- ``{"recall_version": N}``: wait (up to 20 s) until the station holds the recall list's
+  version N, as when a real gateway sends it;
 - in ``expect``: ``screen`` (the kiosk screen: ``idle``, ``result``, ``wait``,
   ``isolation``, ``staff``, ...), ``alerts`` (how many alerts were raised so far) and
   ``link`` (``online`` while the edge agent is connected to the broker, ``offline``
@@ -43,6 +52,7 @@ EXPECT_KEYS = (
     "screen",
     "alerts",
     "link",
+    "recall_version",
 )
 # primary key -> the keys allowed beside it
 STEP_KEYS: dict[str, tuple[str, ...]] = {
@@ -54,7 +64,11 @@ STEP_KEYS: dict[str, tuple[str, ...]] = {
     "expect": (),
     "gateway": (),
     "thermometer": (),
+    "results": (),
+    "recall": (),
+    "recall_version": (),
 }
+RECALL_KEYS = ("sub", "id", "reason", "action", "pool", "op")
 
 
 @dataclass(frozen=True)
@@ -135,7 +149,43 @@ class ThermometerState:
         return f"thermometer {'ok' if self.ok else 'fault'}"
 
 
-Step = Scan | Show | ManualId | Touch | Wait | Expect | Gateway | ThermometerState
+@dataclass(frozen=True)
+class Results:
+    text: str
+
+    def describe(self) -> str:
+        return f"results ({max(0, len(self.text.strip().splitlines()) - 1)} rows)"
+
+
+@dataclass(frozen=True)
+class RecallChange:
+    change: dict[str, str]
+
+    def describe(self) -> str:
+        return f"recall {self.change.get('op', 'add')} ({self.change.get('reason', '')})"
+
+
+@dataclass(frozen=True)
+class RecallVersion:
+    version: int
+
+    def describe(self) -> str:
+        return f"recall_version {self.version}"
+
+
+Step = (
+    Scan
+    | Show
+    | ManualId
+    | Touch
+    | Wait
+    | Expect
+    | Gateway
+    | ThermometerState
+    | Results
+    | RecallChange
+    | RecallVersion
+)
 
 
 @dataclass(frozen=True)
@@ -199,7 +249,7 @@ def _expect(value: Any, i: int) -> Expect:
             f"{_where(i)}: unknown key {unknown[0]!r} in 'expect' "
             f"(allowed: {', '.join(EXPECT_KEYS)})"
         )
-    for k in ("position", "open_tube_count", "alerts"):
+    for k in ("position", "open_tube_count", "alerts", "recall_version"):
         v = value.get(k)
         if k in value and v is not None and not (isinstance(v, int) and not isinstance(v, bool)):
             raise DrillError(f"{_where(i)}: expect {k!r} must be an integer or null, got {v!r}")
@@ -257,11 +307,40 @@ def parse_step(raw: Any, i: int) -> Step:
         if value not in ("online", "offline"):
             raise DrillError(f"{_where(i)}: 'gateway' is 'online' or 'offline', got {value!r}")
         return Gateway(value == "online")
+    if kind in ("results", "recall", "recall_version"):
+        return _lab_step(kind, value, i)
     if kind == "thermometer":
         if value not in ("ok", "fault"):
             raise DrillError(f"{_where(i)}: 'thermometer' is 'ok' or 'fault', got {value!r}")
         return ThermometerState(value == "ok")
     return _expect(value, i)
+
+
+def _lab_step(kind: str, value: Any, i: int) -> Results | RecallChange | RecallVersion:
+    if kind == "results":
+        return Results(_text(value, i, "results"))
+    if kind == "recall_version":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise DrillError(f"{_where(i)}: 'recall_version' must be an integer >= 0")
+        return RecallVersion(value)
+    if not isinstance(value, dict):
+        raise DrillError(f"{_where(i)}: 'recall' must be an object, got {value!r}")
+    unknown = sorted(set(value) - set(RECALL_KEYS))
+    if unknown:
+        raise DrillError(
+            f"{_where(i)}: unknown key {unknown[0]!r} in 'recall' "
+            f"(allowed: {', '.join(RECALL_KEYS)})"
+        )
+    if ("sub" in value) == ("id" in value):
+        raise DrillError(f"{_where(i)}: a 'recall' names the resident by 'sub' or by 'id'")
+    op = value.get("op", "add")
+    needed = ("reason", "pool", "action") if op == "add" else ("reason", "pool")
+    if op not in ("add", "remove") or any(k not in value for k in needed):
+        raise DrillError(
+            f"{_where(i)}: a 'recall' is op 'add' (with reason, pool, action) or 'remove' "
+            "(with reason, pool)"
+        )
+    return RecallChange({k: _text(v, i, f"recall {k}") for k, v in value.items()})
 
 
 def _touch(raw: dict[str, Any], i: int) -> Touch:

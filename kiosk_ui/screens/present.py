@@ -115,7 +115,8 @@ def _result_text(view: View, lang: Language) -> ResidentText:
     temp = t("result.temperature", lang, t=view.temperature_c) if view.temperature_c else ""
     lane = t(f"lane.{view.lane}", lang)
     if view.decision == "single":
-        return ResidentText("go", "go", lane, t("result.single", lang), name, temp)
+        words = t("result.recall" if view.prompt == "result.recall" else "result.single", lang)
+        return ResidentText("go", "go", lane, words, name, temp)
     place = t("result.position", lang, k=view.position, n=view.capacity)
     background = "green" if view.lane == "green" else "go"
     return ResidentText(background, "go", t("result.go", lang), lane, place, name, temp)
