@@ -58,6 +58,7 @@ OPEN_RETRY_MIN_S = 1.0
 OPEN_RETRY_MAX_S = 60.0
 SHUTDOWN_WAIT_S = 5.0
 STORAGE_CHECK_S = 30.0
+FILE_CHECK_S = 5.0  # how soon the agent notices its database was moved aside
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,8 @@ class Agent:
         self.next_telemetry = 0.0
         self.storage_check_s = storage_check_s
         self.next_storage_check = 0.0
+        self.db_file = damage.file_identity(config.storage.path)
+        self.next_file_check = 0.0
         self.status_acked = threading.Event()
         self._has_alert = False
         self._connect_alert = outbox.read_state(db).get("alert.connect") is not None
@@ -151,6 +154,7 @@ class Agent:
                 self.store.flush()
                 self._maybe_telemetry()
                 self._maybe_check_storage()
+                self._maybe_check_file()
         finally:
             self._shutdown()
 
@@ -411,6 +415,20 @@ class Agent:
         self.next_storage_check = now + self.storage_check_s
         if health.check_storage(self.db, self.config):
             self.delivery.maybe_more = True  # our own commit does not move PRAGMA data_version
+
+    def _maybe_check_file(self) -> None:
+        """A kiosk that found the database damaged at its start moved it aside: this agent
+        holds the old file, so it stops, and systemd starts it again on the new one."""
+        now = self.clock()
+        if self.db_file is None or now < self.next_file_check:
+            return
+        self.next_file_check = now + FILE_CHECK_S
+        if damage.file_identity(self.config.storage.path) != self.db_file:
+            log.error(
+                "%s was moved aside or replaced; stopping, to start again on the new file",
+                self.config.storage.path,
+            )
+            self.request_stop()
 
     # --- stopping ---------------------------------------------------------------------
 

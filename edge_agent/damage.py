@@ -96,6 +96,16 @@ def _start_lock(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """Which file ``path`` names now (device and inode), or None when there is none: a
+    process that holds the database open notices when it was moved aside."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def aside_name(path: Path, at: float) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(at))
     return path.with_name(f"{path.name}.damaged-{stamp}")

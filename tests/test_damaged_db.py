@@ -325,3 +325,29 @@ def test_a_kiosk_built_on_a_damaged_database_shows_the_sampler_the_alert(tmp_pat
         assert alert_name(ALERT_KIND, "zh") == "数据库损坏"  # what the sampler's panel says
         assert alert_name(ALERT_KIND, "en") == "database damaged"
     assert len(list(tmp_path.glob("**/station.db.damaged-*"))) == 1
+
+
+@pytest.mark.timeout(120)
+def test_a_running_agent_lets_go_of_a_file_moved_aside_and_starts_again_on_the_new_one(
+    tmp_path: Path, broker: Broker
+) -> None:
+    config_path, config = station_config(tmp_path, broker.url)
+    make_station_db(config.storage.path, n=40, delivered=40)
+    log = tmp_path / "agent.log"
+    with Recorder(broker.port) as rec:
+        agent = agent_process(config_path, log)
+        try:
+            wait_until(lambda: "agent started" in log.read_text(), 30, "the agent up")
+            # The kiosk starts again (after a crash) and finds the file damaged.
+            overwrite_page(config.storage.path, 1, b"\x00")
+            aside = check_at_start(config.storage.path, SOURCE)
+            assert aside is not None
+            # The agent notices the file it holds is not the station database any more.
+            assert agent.wait(30) == 0, log.read_text()[-2000:]
+            assert "was moved aside or replaced" in log.read_text()
+            agent = agent_process(config_path, log)  # as systemd starts it again
+            wait_until(lambda: len(_sent(rec)) == 1, 30, "the alert at the broker")
+        finally:
+            stop_agent(agent, log)
+    [alert] = _sent(rec).values()
+    assert (alert["data"]["kind"], alert["seq"]) == (ALERT_KIND, 41)
