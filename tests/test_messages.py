@@ -49,6 +49,8 @@ def test_every_text_fills_in_from_its_facts(name: str, value: str) -> None:
             facts[fact] = "sealed"
         elif fact == "what":
             facts[fact] = "reason"
+        elif fact == "kind":  # a scan kind names the code itself: "tube" or "box", never free text
+            facts[fact] = "tube"
         elif fact == "thing":
             facts.update(thing_en=value, thing_zh=value)
         else:
