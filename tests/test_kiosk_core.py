@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent import recall_list
+from edge_agent.db import open_db
 from firmware.config import load_config
+from kiosk_ui.core import national_id
 from kiosk_ui.core.staff_lock import hash_secret
 from kiosk_ui.core.tubes import DispatchResult, ScanResult, TubeResult
 from kiosk_ui.kiosk import KioskCore, build
@@ -125,3 +128,33 @@ def test_stop_after_a_stop_is_harmless(core: KioskCore) -> None:
     core.stop()
     core.stop()
     assert not core.loop.running
+
+
+def test_the_panel_says_why_a_recalled_resident_is_not_pooled(core: KioskCore) -> None:
+    k = core.kiosk
+    number = "11010519491231002X"
+    sub = national_id.derive_sub(number, national_id.load_key(k.config.kiosk.id_hash_key_file))
+    change = {"v": 1, "op": "add", "sub": sub, "pool": "TB2026112300009"}
+    change |= {"reason": "pool_positive", "action": "single"}
+    db = open_db(k.config.storage.path)  # as the agent, on its own connection
+    try:
+        args = {"township": "T01", "from": 1, "through": 1, "changes": [change]}
+        recall_list.apply(db, "T01", args, time.time())
+    finally:
+        db.close()
+    _scanned(core, "TB2026112300001")  # a pooled tube is open: the recalled one is not for it
+    sim = k.hardware.sim
+    assert sim is not None
+    sim.thermometer.queue([36.5])
+    core.loop.call(lambda: k.manual_id(number))
+    deadline = time.monotonic() + 10
+    while core.loop.call(lambda: k.flow.state.value) != "wait":
+        assert time.monotonic() < deadline, "the recalled resident was not sent to wait"
+        time.sleep(0.05)
+    view = core.loop.call(lambda: k.flow.view)
+    assert (view.decision, view.lane, view.reason) == ("single", "single", "pool_positive")
+    message = core.loop.call(lambda: k.panel_message)
+    assert message is not None and not message.ok
+    assert message.text("en") == "Recalled: their pooled tube was positive. Sample them alone"
+    assert message.text("zh") == "召回：所在混采管阳性，请单管复采"
+    assert core.loop.call(k.station.open_tube).count == 0  # type: ignore[union-attr]
