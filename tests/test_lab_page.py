@@ -151,3 +151,13 @@ def test_a_scanner_typing_into_the_page_in_chromium(page: LabPage, store: Gatewa
         assert "recall list T01: 1–10" in out
     assert {s for s in recall.listed(store, "T01")} == set(members("TB000001"))
     assert store.query("SELECT tubes FROM lab_receipts") == [('["TB000001", "TB000077"]',)]
+
+
+def test_the_lab_commands_say_what_they_need(capsys: pytest.CaptureFixture[str]) -> None:
+    from kiosk_ui.cli import main  # noqa: PLC0415 - the dispatcher, as a shell runs it
+
+    for action in (["receive"], ["results", "import", "x.csv"], ["export", "--day", "2026-12-03"]):
+        assert main(["gateway", *action]) == 2
+        assert "a SQLite file or a postgresql:// URL is required" in capsys.readouterr().err
+    assert main(["gateway", "--broker", "http://x", "recall", "--db", "g.db"]) == 2
+    assert "must look like mqtts://host:port" in capsys.readouterr().err
