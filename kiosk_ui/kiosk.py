@@ -30,8 +30,10 @@ from firmware.camera import Frame
 from firmware.config import StationConfig
 from firmware.errors import CameraError, StationError
 from firmware.hardware import Hardware, build_hardware
+from kiosk_ui.clock_sources import ClockWatch, SimClock, build_judge, panel_words
 from kiosk_ui.core import messages, national_id
 from kiosk_ui.core.checkins import Verifier
+from kiosk_ui.core.clock import ClockJudge
 from kiosk_ui.core.codes import CodeVerifier, TrustStore
 from kiosk_ui.core.flow import KioskFlow, State, View
 from kiosk_ui.core.i18n import t
@@ -76,6 +78,8 @@ class Kiosk:
         *,
         speaker: Speaker | None = None,
         measure_timeout_s: float = MEASURE_TIMEOUT_S,
+        clock_judge: ClockJudge | None = None,
+        sim_clock: SimClock | None = None,
     ) -> None:
         self.config = config
         self.station = station
@@ -115,10 +119,13 @@ class Kiosk:
         self.codes_read = 0
         self.last_scan: ScanOutcome | None = None  # the scanner's last result, or its error
         self._id_key: bytes | None = None
+        self.sim_clock = sim_clock  # the clock a drill sets, on the simulated backend
+        self.clock_watch = ClockWatch(clock_judge) if clock_judge is not None else None
 
     # -- life -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.judge_clock()
         self.flow.start()
         self.measure.start()
         self.decoder.start()
@@ -147,9 +154,22 @@ class Kiosk:
         thermometer is taken for faulty, a probe every few seconds to notice it is back."""
         self.flow.tick()
         now = time.monotonic()
+        if self.clock_watch is not None and self.clock_watch.due(now):
+            self.judge_clock()
         if self.flow.thermometer_faulty and now - self._last_probe >= PROBE_EVERY_S:
             self._last_probe = now
             self.measure.probe()
+
+    def judge_clock(self) -> None:
+        """Ask the clock judge (core thread); the flow and the panel hear when trust changes."""
+        if self.clock_watch is None:
+            return
+        j, changed = self.clock_watch.look()
+        self.flow.clock_judged(j.trusted, j.detail)
+        if changed:
+            self.panel_message = PanelMessage(j.trusted, *panel_words(j))
+            for notify in list(self.panel_listeners):
+                notify()
 
     # -- from the workers (any thread) ----------------------------------------------------
 
@@ -408,14 +428,24 @@ def build(
             TrustStore.load(config.health_code.trusted_keys), config.health_code.leeway_s
         )
     damage.check_at_start(config.storage.path, config.source)  # before anything opens it
-    station = Station.open(config, verifier)
+    sim = config.hardware.backend == "sim" or (hardware is not None and hardware.sim is not None)
+    sim_clock = SimClock() if sim else None
+    station = Station.open(config, verifier, clock=sim_clock.now if sim_clock else time.time)
     try:
         hw = hardware if hardware is not None else build_hardware(config)
+        judge = build_judge(config, lambda: station.ledger.floor, sim_clock)
     except BaseException:
         station.close()
         raise
     loop = LoopThread()
     kiosk = Kiosk(
-        config, station, hw, loop.post, speaker=speaker, measure_timeout_s=measure_timeout_s
+        config,
+        station,
+        hw,
+        loop.post,
+        speaker=speaker,
+        measure_timeout_s=measure_timeout_s,
+        clock_judge=judge,
+        sim_clock=sim_clock,
     )
     return KioskCore(kiosk, loop)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent import outbox
 from kiosk_ui.core.station import Station
 from kiosk_ui.errors import RuleViolation
 from tests.support.contract import check_outbox, validate_event
@@ -274,24 +275,31 @@ def test_counters_of_today(rig: Rig) -> None:
     assert s.counters().checkins == 0
 
 
-def test_counters_follow_each_day_even_when_the_clock_is_set_back(rig: Rig) -> None:
+def test_a_clock_set_back_never_records_before_the_newest_fact(rig: Rig) -> None:
     s = rig.station
     s.check_in(resident("d1-a", "red"))
     rig.clock.advance(24 * 3600)
     for sub in ("d2-a", "d2-b"):
         s.check_in(resident(sub, "red"))
-    rig.clock.advance(-24 * 3600)  # someone set the clock a day back, then forward again
-    s.check_in(resident("d1-b", "red"))
-    assert s.counters().checkins == 2
+    floor = rig.clock()
+    rig.clock.advance(-24 * 3600)  # the clock went a day back (a Pi booted on a saved time)
+    late = s.check_in(resident("d2-c", "red"))
+    # recorded at the floor, on the newest fact's day, not the day before
+    assert late.events[0]["time"] == outbox.rfc3339(floor)
+    assert s.counters().checkins == 3
     rig.clock.advance(24 * 3600)
-    s.check_in(resident("d2-c", "red"))
-    assert s.counters().by_decision == {"isolate": 3}
-    # a station restarted mid-day (nothing cached) counts the same
+    s.check_in(resident("d2-d", "red"))
+    assert s.counters().by_decision == {"isolate": 4}
+    # a station restarted on a clock gone back reads its floor from the database
     s.close()
+    rig.clock.advance(-24 * 3600)
     again = rig.station = Station.open(rig.config, clock=rig.clock)
-    again.check_in(resident("d2-d", "red"))
-    assert again.counters().checkins == 4
-    rig.clock.advance(24 * 3600)
+    assert again.ledger.floor == floor
+    again.check_in(resident("d2-e", "red"))
+    assert again.counters().checkins == 5
+    ats = [r[0] for r in again.db.conn.execute("SELECT at FROM checkins ORDER BY id")]
+    assert ats == sorted(ats) and len(ats) == 6
+    rig.clock.advance(48 * 3600)
     assert again.counters().checkins == 0
     days = again.db.conn.execute("SELECT day FROM checkin_days ORDER BY day").fetchall()
     assert len(days) == 2

@@ -71,6 +71,7 @@ _SHOWING = frozenset({State.RESULT, State.WAIT, State.ISOLATION, State.STAFF})
 _MEASURE = frozenset({State.MEASURING, State.REMEASURE, State.MANUAL_TEMPERATURE})
 FAULTS_TO_LATCH = 2
 SENSOR_FAULT = "sensor_fault"  # the alert kind of a thermometer or camera that fails
+CLOCK_UNTRUSTED = "clock_untrusted"  # the alert kind, and the reason a resident sees staff
 ABANDON_S = 90.0  # a temperature check nobody finishes gives way to the next resident
 
 # States in which the next resident may show a code (a result on screen does not block).
@@ -227,6 +228,7 @@ class KioskFlow:
         self.sensor_faults = 0
         self.abandon_s = abandon_s
         self.camera_faulty = False
+        self.clock_problem: str | None = None  # why the station's clock is not trusted
         self.view = View(State.IDLE, since=clock())
         self.history: list[State] = [State.IDLE]
         self.last_result: Any = None
@@ -253,6 +255,11 @@ class KioskFlow:
         self._guard(self._code_read, text)
 
     def _code_read(self, text: str) -> None:
+        if self.clock_problem is not None:
+            # A code checked against a wrong clock looks expired or not yet valid: staff
+            # check the resident in by hand (``manual_id``) until the clock is trusted.
+            self._enter(replace(self._fresh(State.STAFF), reason=CLOCK_UNTRUSTED))
+            return
         try:
             verdict = self.station.verify(text)
         except RuleViolation as exc:
@@ -354,6 +361,17 @@ class KioskFlow:
             record()
         except StorageError as exc:
             log.error("alert not recorded: %s", exc)
+
+    def clock_judged(self, trusted: bool, detail: str) -> None:
+        """The clock judge's latest word (``kiosk_ui.core.clock``): while the clock is not
+        trusted no code is verified, and a standing ``clock_untrusted`` alert says why."""
+        if not trusted and self.clock_problem is None:
+            log.warning("clock not trusted: %s", detail)
+            self._standing(lambda: self.station.raise_alert(CLOCK_UNTRUSTED, detail))
+        elif trusted and self.clock_problem is not None:
+            log.info("clock trusted again: %s", detail)
+            self._standing(lambda: self.station.clear_alert(CLOCK_UNTRUSTED, detail))
+        self.clock_problem = None if trusted else detail
 
     def camera_fault(self, detail: str) -> None:
         """No frames come from the camera: nobody can check in by code until it is back."""

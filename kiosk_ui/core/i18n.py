@@ -70,6 +70,10 @@ STRINGS: dict[str, dict[Language, str]] = {
         "en": "The temperature could not be measured",
     },
     "reason.manual_refer": {"zh": "工作人员安排", "en": "Sent by the staff"},
+    "reason.clock_untrusted": {
+        "zh": "请找工作人员，他们会为您登记",
+        "en": "Please see the staff: they will check you in",
+    },
     # faults
     "fault.title": {"zh": "暂停服务", "en": "Out of service"},
     "fault.camera": {"zh": "摄像头故障，请找工作人员", "en": "Camera fault. Ask the staff"},
@@ -128,6 +132,7 @@ STRINGS: dict[str, dict[Language, str]] = {
     "alert.sensor_fault.camera": {"zh": "摄像头故障", "en": "camera fault"},
     "alert.storage_low": {"zh": "存储空间不足", "en": "storage low"},
     "alert.database_damaged": {"zh": "数据库损坏", "en": "database damaged"},
+    "alert.clock_untrusted": {"zh": "时钟不可信", "en": "clock not trusted"},
     "alert.connect": {"zh": "网关拒绝连接", "en": "gateway refused the link"},
     "alert.delivery": {"zh": "网关拒收事件", "en": "gateway refused an event"},
     "alert.ack": {"zh": "网关确认有误", "en": "gateway ack out of range"},

@@ -14,6 +14,13 @@ go in with one statement just before the COMMIT. An exception inside the block (
 ``StorageError`` (``edge_agent.db.write_transaction``): the caller never confirms a fact that
 is not on disk.
 
+The ledger's time never goes back: ``tx.now`` is the clock's time, or the floor when the clock
+shows an earlier one (``Ledger.floor``: the time of the newest fact committed, read from the
+database when the station opens and raised by every commit). A Pi that booted on an old saved
+time, or 1970, therefore never records a fact before one it already holds: the day's
+counters and the 12-hour resample window are counted in committed times
+(``kiosk_ui.core.clock`` tells the kiosk not to trust such a clock at all).
+
 ``with ledger.read() as conn`` serialises a read with the writes and turns SQLite's own errors
 into ``StorageError``, so nothing above the station needs to know it is SQLite.
 """
@@ -23,6 +30,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -34,8 +42,16 @@ from edge_agent.events import EventType
 Event = dict[str, Any]
 
 
+# The newest committed fact's time: the last event's, or the last check-in's (events are
+# purged once delivered, check-ins are not). Two primary-key lookups.
+NEWEST_FACT = (
+    "SELECT (SELECT time FROM outbox ORDER BY seq DESC LIMIT 1), "
+    "(SELECT at FROM checkins ORDER BY id DESC LIMIT 1)"
+)
+
+
 class Ledger:
-    """The station database, its lock, its clock and its event ``source``."""
+    """The station database, its lock, its clock, its floor and its event ``source``."""
 
     def __init__(
         self,
@@ -48,6 +64,21 @@ class Ledger:
         self.clock = clock
         self.source = source
         self.lock = lock if lock is not None else threading.RLock()
+        self.floor = 0.0  # the newest committed fact's time: see ``load_floor``
+
+    def load_floor(self) -> float:
+        """Read the floor from the database (once the kiosk tables exist)."""
+        with self.read() as conn:
+            event_time, checkin_at = conn.execute(NEWEST_FACT).fetchone()
+        times = [self.floor, float(checkin_at or 0.0)]
+        if event_time:
+            times.append(datetime.fromisoformat(str(event_time)).timestamp())
+        self.floor = max(times)
+        return self.floor
+
+    def now(self) -> float:
+        """The clock's time, never before the floor."""
+        return max(self.clock(), self.floor)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -87,7 +118,7 @@ class Tx:
         ledger = self._ledger
         ledger.lock.acquire()
         try:
-            self.now = ledger.clock()
+            self.now = max(ledger.clock(), ledger.floor)
             self._outer.__enter__()
         except BaseException:
             ledger.lock.release()
@@ -108,6 +139,8 @@ class Tx:
                     self._outer.__exit__(type(failed), failed, failed.__traceback__)
                     raise
             self._outer.__exit__(exc_type, exc, tb)
+            if exc is None:
+                self._ledger.floor = self.now  # committed: nothing later goes before it
         finally:
             self._ledger.lock.release()
 

@@ -62,12 +62,13 @@ class Station:
         self.db = db
         self.clock = clock
         self.ledger = Ledger(db, clock, config.source)
+        self.ledger.load_floor()
         self.kinds = BarcodeKinds.from_patterns(
             config.sampling.tube_pattern, config.sampling.box_pattern
         )
         self.checkins = CheckinDesk(self.ledger, config.sampling, self.kinds, verifier)
         self.tubes = TubeDesk(self.ledger, self.kinds, self.checkins.thresholds_in)
-        self.views = StationViews(self.ledger, clock)
+        self.views = StationViews(self.ledger, self.ledger.now)
 
     # -- life -----------------------------------------------------------------------------
 
