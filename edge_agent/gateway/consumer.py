@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edge_agent.errors import StorageError
+from edge_agent.gateway.acks import AckBook
 from edge_agent.gateway.intake import Event, Intake, Rejected, split_topic
 from edge_agent.gateway.store import GatewayStore, Kind, StationKey, StoreResult
 from edge_agent.link import (
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 BATCH_WAIT_S = 0.02
 BATCH_MAX = 500
 MAX_HELD = 100_000
+NOT_CONNECTED = "not connected"  # what the link answers a publish asked for while it is down
 QUEUE_MAX = 20_000  # messages received and not yet taken by the loop
 STORE_MAX = 5_000
 RETRY_S = (0.5, 5.0)
@@ -129,6 +131,7 @@ class Gateway:
         self.connected = threading.Event()
         self.waiting_for_store = threading.Event()
         self._held = _Held()
+        self.acks = AckBook()
         self._stop_flag = False
         self._link: Connection | None = None
         self._conn = 0
@@ -204,18 +207,25 @@ class Gateway:
             self._failures = 0
             self.connected.set()
             log.info("gateway connected")
+            self._send_acks()
         elif isinstance(ev, ConnectFailed | Disconnected):
             if self._link is not None and ev.conn == self._link.conn:
                 self._link.join(5.0)
                 self._link = None
                 self.connected.clear()
+                self.acks.link_lost()
                 self._failures += 1
                 lo, hi = self.reconnect_s
                 delay = min(hi, lo * 2.0 ** (self._failures - 1))
                 self._next_attempt = time.monotonic() + delay
                 log.warning("gateway link ended: %s; next attempt in %.1f s", ev.reason, delay)
-        elif isinstance(ev, Published) and not ev.ok:
-            log.error("the broker refused an ack %s: %s", ev.tag, ev.reason)
+        elif isinstance(ev, Published) and ev.tag[0] == "ack":
+            _, key, through = ev.tag
+            retry = ev.reason == NOT_CONNECTED
+            if not ev.ok and not retry:
+                log.error("the broker refused the ack %s through %d: %s", key, through, ev.reason)
+            self.acks.answered(key, through, ok=ev.ok, retry=retry)
+            self._send_acks()
         return 0
 
     def _accept(self, topic: str, payload: bytes) -> None:
@@ -280,18 +290,26 @@ class Gateway:
         self.stats.repeats += result.repeats
         if result.conflicts:
             self.stats.rejected["conflict"] += len(result.conflicts)
-        for (township, station), through in result.advanced.items():
-            if self._link is not None:
-                self.stats.acks += 1
-                self._link.publish(
-                    ("ack", through),
-                    f"sampling/{township}/{station}/acks",
-                    json.dumps({"through": through}).encode(),
-                    1,
-                    True,
-                    wake=False,
-                )
-        if self._link is not None:
-            self._link.wake()
+        self.acks.stored(result.advanced)
+        self._send_acks()
         if self.on_stored is not None:
             self.on_stored(result.advanced)
+
+    def _send_acks(self) -> None:
+        """Publish, retained, each station's newest committed prefix (see ``acks``)."""
+        link = self._link
+        if link is None or not self.connected.is_set():
+            return
+        due = self.acks.due()
+        for (township, station), through in due:
+            self.stats.acks += 1
+            link.publish(
+                ("ack", (township, station), through),
+                f"sampling/{township}/{station}/acks",
+                json.dumps({"through": through}).encode(),
+                1,
+                True,
+                wake=False,
+            )
+        if due:
+            link.wake()
