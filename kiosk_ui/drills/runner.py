@@ -24,6 +24,7 @@ from firmware.hardware import SimDevices
 from firmware.thermometer import DEFAULT_ADDRESS
 from kiosk_ui.core import national_id
 from kiosk_ui.core.flow import State, View
+from kiosk_ui.drills.clock import ClockStep
 from kiosk_ui.drills.lab import DrillLab
 from kiosk_ui.drills.relay import LinkRelay
 from kiosk_ui.drills.scenario import (
@@ -113,6 +114,7 @@ class DrillRunner:
             Results: self.results,
             RecallChange: self.recall,
             RecallVersion: self.recall_version,
+            ClockStep: self.clock,
         }
         self._readers: dict[str, Callable[[], Any]] = {
             "open_tube_count": self._open_tube_count,
@@ -121,6 +123,9 @@ class DrillRunner:
             "alerts": self._alerts_raised,
             "link": self._link,
             "recall_version": lambda: recall_list.version(self._db.conn),
+            "clock": lambda: ui.call(
+                lambda: "trusted" if kiosk.flow.clock_problem is None else "untrusted"
+            ),
         }
         kiosk.views.append(self._on_view)
 
@@ -169,6 +174,14 @@ class DrillRunner:
         self.outcome = {}
         self.outcome_of = step
         self._acts[type(step)](i, step)
+
+    def clock(self, i: int, step: ClockStep) -> None:
+        """Set, jump or synchronise the simulated clock; the kiosk judges it at once."""
+        sim_clock = self.kiosk.sim_clock
+        if sim_clock is None:
+            raise StepFailed(i, step, "this kiosk's clock is not simulated")
+        step.apply(sim_clock)
+        self.ui.call(self.kiosk.judge_clock)
 
     def gateway(self, i: int, step: Gateway) -> None:
         if self.relay is None:

@@ -23,9 +23,13 @@ understands:
   default, ``remove`` takes no ``action``);
 - ``{"recall_version": N}``: wait (up to 20 s) until the station holds the recall list's
   version N, as when a real gateway sends it;
+- ``{"clock": {"set": "1970-01-01T00:00:00Z", "jump_s": 3600, "ntp": false}}``: the
+  simulated system clock is set or jumps, and NTP has (or has not) synchronised it
+  (``kiosk_ui.drills.clock``);
 - in ``expect``: ``screen`` (the kiosk screen: ``idle``, ``result``, ``wait``,
   ``isolation``, ``staff``, ...), ``alerts`` (how many alerts were raised so far) and
-  ``link`` (``online`` while the edge agent is connected to the broker, ``offline``
+  ``clock`` (``trusted`` or ``untrusted``, as the kiosk last judged it) and ``link``
+  (``online`` while the edge agent is connected to the broker, ``offline``
   otherwise, as the sampler panel shows it).
 """
 
@@ -37,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiosk_ui.drills.clock import ClockStep, parse_clock
 from kiosk_ui.errors import DrillError
 
 TOUCH_ACTIONS = ("seal", "void", "remove", "dispatch")
@@ -53,6 +58,7 @@ EXPECT_KEYS = (
     "alerts",
     "link",
     "recall_version",
+    "clock",
 )
 # primary key -> the keys allowed beside it
 STEP_KEYS: dict[str, tuple[str, ...]] = {
@@ -67,6 +73,7 @@ STEP_KEYS: dict[str, tuple[str, ...]] = {
     "results": (),
     "recall": (),
     "recall_version": (),
+    "clock": (),
 }
 RECALL_KEYS = ("sub", "id", "reason", "action", "pool", "op")
 
@@ -185,6 +192,7 @@ Step = (
     | Results
     | RecallChange
     | RecallVersion
+    | ClockStep
 )
 
 
@@ -253,7 +261,7 @@ def _expect(value: Any, i: int) -> Expect:
         v = value.get(k)
         if k in value and v is not None and not (isinstance(v, int) and not isinstance(v, bool)):
             raise DrillError(f"{_where(i)}: expect {k!r} must be an integer or null, got {v!r}")
-    for k in ("decision", "reason", "lane", "tube", "screen", "link"):
+    for k in ("decision", "reason", "lane", "tube", "screen", "link", "clock"):
         v = value.get(k)
         if k in value and v is not None and not isinstance(v, str):
             raise DrillError(f"{_where(i)}: expect {k!r} must be a string or null, got {v!r}")
@@ -307,6 +315,8 @@ def parse_step(raw: Any, i: int) -> Step:
         if value not in ("online", "offline"):
             raise DrillError(f"{_where(i)}: 'gateway' is 'online' or 'offline', got {value!r}")
         return Gateway(value == "online")
+    if kind == "clock":
+        return parse_clock(value, _where(i))
     if kind in ("results", "recall", "recall_version"):
         return _lab_step(kind, value, i)
     if kind == "thermometer":
