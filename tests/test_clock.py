@@ -140,3 +140,26 @@ def test_the_ledger_floor_is_the_newest_committed_fact(tmp_path: Path) -> None:
     rows = s.db.conn.execute("SELECT at FROM checkins ORDER BY id").fetchall()
     assert [r[0] for r in rows] == [at, at]
     s.close()
+
+
+def test_a_forward_jump_neither_splits_nor_duplicates_the_day(tmp_path: Path) -> None:
+    rig = open_station(tmp_path, {"pool_size": 10})
+    s = rig.station
+    s.scan("TB2026112300001", "S07")
+    s.check_in(resident("a"), [36.5])
+    s.seal("S07")
+    rig.clock.advance(3600)  # NTP synchronises an hour late: the clock jumps forward
+    s.scan("TB2026112300002", "S07")
+    again = s.check_in(resident("a"), [36.5])
+    assert (again.decision, again.reason) == ("refer", "already_sampled")
+    s.check_in(resident("b"), [36.5])
+    c = s.counters()
+    assert (c.checkins, c.by_decision) == (3, {"pool": 2, "refer": 1})
+    assert s.db.conn.execute("SELECT count(*) FROM checkin_days").fetchone()[0] == 1
+    # and back to 1970 (a reboot without network): still the same day, the window holds
+    rig.clock.advance(-rig.clock())
+    third = s.check_in(resident("a"), [36.5])
+    assert (third.decision, third.reason) == ("refer", "already_sampled")
+    assert s.counters().checkins == 4
+    assert s.db.conn.execute("SELECT count(*) FROM checkin_days").fetchone()[0] == 1
+    s.close()
