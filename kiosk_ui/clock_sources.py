@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import threading
 import time
@@ -30,9 +31,14 @@ _TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised
 JUDGE_EVERY_S = 1.0
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _adjtimex_state() -> int | None:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = _libc()
         buf = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
         state = int(libc.adjtimex(buf))
     except (OSError, AttributeError):
