@@ -18,7 +18,6 @@ or a disk it cannot write raise ``StorageError``; the pool replaces broken conne
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -31,8 +30,6 @@ from edge_agent.errors import StorageError
 from edge_agent.gateway.intake import Event
 from edge_agent.gateway.lab import MIGRATION as LAB_MIGRATION
 from edge_agent.gateway.store import (
-    RECORD_STATUS,
-    RECORD_TELEMETRY,
     SEEN,
     GatewayStore,
     Kind,
@@ -41,8 +38,8 @@ from edge_agent.gateway.store import (
     T,
     Tx,
     log_conflict,
-    release_of,
     run_end,
+    station_row,
 )
 
 log = logging.getLogger(__name__)
@@ -269,20 +266,7 @@ class PostgresStore(GatewayStore):
     def record_station(
         self, township: str, station: str, kind: Kind, payload: dict[str, Any], at: float
     ) -> None:
-        if kind == "status":
-            online = payload.get("state") == "online"
-            sql = RECORD_STATUS
-            params: tuple[Any, ...] = (
-                township,
-                station,
-                int(online),
-                at,
-                at if online else None,
-                release_of(payload),
-            )
-        else:
-            sql = RECORD_TELEMETRY
-            params = (township, station, json.dumps(payload), at, at, release_of(payload))
+        sql, params = station_row(township, station, kind, payload, at)
         self._run(
             f"could not record {township}/{station}'s {kind}", lambda c: c.execute(sql, params)
         )

@@ -7,7 +7,6 @@ Migrations go through ``edge_agent.db.migrate`` (component ``gateway`` in ``sche
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import threading
@@ -30,8 +29,8 @@ from edge_agent.gateway.store import (
     T,
     Tx,
     log_conflict,
-    release_of,
     run_end,
+    station_row,
 )
 
 COMPONENT = "gateway"
@@ -80,8 +79,7 @@ def sqlite_sql(sql: str) -> str:
     return _PLACEHOLDER.sub(lambda m: "?" if m.group() == "%s" else "%", sql)
 
 
-_STATUS = sqlite_sql(RECORD_STATUS)
-_TELEMETRY = sqlite_sql(RECORD_TELEMETRY)
+_SQLITE_SQL = {sql: sqlite_sql(sql) for sql in (RECORD_STATUS, RECORD_TELEMETRY)}
 _SEEN = sqlite_sql(SEEN)
 WALK = 2000
 
@@ -166,20 +164,8 @@ class SqliteStore(GatewayStore):
     def record_station(
         self, township: str, station: str, kind: Kind, payload: dict[str, Any], at: float
     ) -> None:
-        if kind == "status":
-            online = payload.get("state") == "online"
-            sql = _STATUS
-            params: tuple[Any, ...] = (
-                township,
-                station,
-                int(online),
-                at,
-                at if online else None,
-                release_of(payload),
-            )
-        else:
-            sql = _TELEMETRY
-            params = (township, station, json.dumps(payload), at, at, release_of(payload))
+        sql, params = station_row(township, station, kind, payload, at)
+        sql = _SQLITE_SQL[sql]
         with write_transaction(self.db) as conn:
             conn.execute(sql, params)
 

@@ -28,6 +28,7 @@ branch on ``dialect``.
 
 from __future__ import annotations
 
+import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -130,6 +131,18 @@ def run_end(through: int, after: list[int], limit: int) -> tuple[int, bool]:
 def release_of(payload: dict[str, Any]) -> str | None:
     value = payload.get("release")
     return value if isinstance(value, str) and value else None
+
+
+def station_row(
+    township: str, station: str, kind: Kind, payload: dict[str, Any], at: float
+) -> tuple[str, tuple[Any, ...]]:
+    """The upsert (``RECORD_STATUS`` or ``RECORD_TELEMETRY``) and its values for a message."""
+    if kind == "status":
+        online = payload.get("state") == "online"
+        last_seen = at if online else None
+        return RECORD_STATUS, (township, station, int(online), at, last_seen, release_of(payload))
+    telemetry = json.dumps(payload)
+    return RECORD_TELEMETRY, (township, station, telemetry, at, at, release_of(payload))
 
 
 class GatewayStore(ABC):
