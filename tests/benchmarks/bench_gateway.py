@@ -47,6 +47,8 @@ import orjson
 import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from tests.support.edge import ROOT
 from tests.support.mosquitto import Broker
@@ -182,7 +184,10 @@ class BareSubscriber:
             CallbackAPIVersion.VERSION2, client_id=f"bare-{township}", protocol=mqtt.MQTTv5
         )
         self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port, keepalive=60)
+        # A session the broker keeps: if the link drops, paho reconnects and nothing is lost.
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 600
+        self.client.connect("127.0.0.1", port, keepalive=60, clean_start=False, properties=props)
         self.client.subscribe(f"$share/bare/sampling/{township}/+/events", qos=1)
         self.client.loop_start()
 
