@@ -12,6 +12,7 @@ import os
 import shutil
 import sqlite3
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,25 @@ def free_mb(config: StationConfig) -> float | None:
         return None
 
 
+def release(module_file: str = __file__) -> str:
+    """The software release this agent runs, as the township's station list shows it.
+
+    Provisioning installs each release in a directory of its own,
+    ``/opt/sampling-station/releases/<name>/``: that name, when the agent runs from one;
+    otherwise (a development checkout, a drill) the installed package's version.
+    """
+    parts = Path(module_file).resolve().parts
+    if "releases" in parts[:-1]:
+        return parts[parts.index("releases") + 1]
+    try:
+        return metadata.version("sampling-station")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+RELEASE = release()
+
+
 def telemetry(db: Database, config: StationConfig) -> dict[str, Any]:
     """The body of a telemetry message (docs/asyncapi.yaml); StorageError when unreadable."""
     st = outbox.stats(db)
@@ -90,6 +110,7 @@ def telemetry(db: Database, config: StationConfig) -> dict[str, Any]:
         "cpu_temperature_c": cpu_temperature(),
         "kiosk_queue_length": queue_len if isinstance(queue_len, int) else None,
         "recall_version": recall_list.version(db.conn),
+        "release": RELEASE,
         "alerts": alerts,
     }
 
