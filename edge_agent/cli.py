@@ -39,10 +39,16 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     agent: Agent | None = None
 
-    def _stop(_signum: int, _frame: FrameType | None) -> None:
+    def _stop_now() -> None:
         stop.set()
         if agent is not None:
             agent.request_stop()
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        # The handler runs on the main thread between two bytecodes, perhaps while that thread
+        # holds the lock of the queue or event it waits on; setting them here could wait on
+        # that lock for ever. Another thread takes the locks instead.
+        threading.Thread(target=_stop_now, name="agent-stop", daemon=True).start()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
