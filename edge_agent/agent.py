@@ -291,20 +291,23 @@ class Agent:
 
     def _on_message(self, ev: Message) -> None:
         if ev.topic == self.topics.acks and self.e2e:
-            self._on_ack(ev.payload)
+            self._on_ack(ev.payload, ev.retain)
         elif ev.topic == self.topics.commands:
             self._on_command(ev.payload)
         else:
             log.warning("message on an unexpected topic %s ignored", ev.topic)
 
-    def _on_ack(self, payload: bytes) -> None:
+    def _on_ack(self, payload: bytes, retained: bool) -> None:
         try:
-            through = json.loads(payload)["through"]
+            body = json.loads(payload)
+            through = body["through"]
             if not isinstance(through, int) or isinstance(through, bool) or through < 0:
                 raise ValueError(through)
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             log.error("unreadable ack ignored: %r", payload[:200])
             return
+        if "time" in body and not retained:  # a retained ack's time is from its publication
+            health.record_gateway_time(self.db, body["time"], time.time())
         self.delivery.on_ack(through)  # applied once per batch of link events
 
     def _apply_ack(self) -> None:

@@ -38,6 +38,26 @@ def record_state(db: Database, values: dict[str, Any]) -> None:
         log.warning("cannot record the agent state: %s", exc)
 
 
+def record_gateway_time(db: Database, said: object, station_now: float) -> None:
+    """Record the gateway's time on an ack (``said``) and this station's clock as it came
+    (the ``clock.gateway`` row the kiosk's clock judge reads); a time that is not RFC 3339
+    is logged and ignored."""
+    gateway = outbox.parse_rfc3339(said)
+    if gateway is None:
+        log.warning("the gateway's time on an ack is not an RFC 3339 time, ignored: %r", said)
+        return
+    record_state(
+        db,
+        {
+            outbox.GATEWAY_TIME_KEY: {
+                "gateway": outbox.rfc3339(gateway),
+                "station": outbox.rfc3339(station_now),
+                "offset_s": round(gateway - station_now, 3),
+            }
+        },
+    )
+
+
 def link_state(state: str, error: str | None, broker_url: str) -> dict[str, Any]:
     """The ``link.*`` rows: online, offline, connecting or stopped, since when, and why."""
     return {

@@ -22,9 +22,11 @@ import functools
 import json
 import os
 import random
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -140,6 +142,20 @@ def rfc3339(at: float) -> str:
     """``at`` as an RFC 3339 UTC time with milliseconds, e.g. ``2026-11-23T07:00:00.123Z``."""
     ms = int(at * 1000)
     return f"{_utc_second(ms // 1000)}.{ms % 1000:03d}Z"
+
+
+GATEWAY_TIME_KEY = "clock.gateway"  # agent_state: the gateway's time on its newest ack
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
+
+
+def parse_rfc3339(text: object) -> float | None:
+    """An RFC 3339 time with its offset as Unix seconds; None when it is not one."""
+    if not isinstance(text, str) or _RFC3339.fullmatch(text) is None:
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except (ValueError, OverflowError):
+        return None
 
 
 @functools.lru_cache(maxsize=8)  # a busy second holds many events

@@ -7,6 +7,8 @@
 - :class:`SimClock`: the simulated backend's clock, which drills set, jump and "synchronise"
   (``{"clock": ...}`` steps, docs/kiosk.md). It starts at the real time and synchronised, so a
   drill that never touches the clock runs as before.
+- :func:`recorded_gateway_time`: the gateway's time on its newest ack, as the edge agent
+  recorded it with the station's clock then (``agent_state`` row ``clock.gateway``).
 - :func:`build_judge` and :class:`ClockWatch`: the kiosk's judge, asked once a second on the
   core loop (``kiosk_ui.kiosk.Kiosk.tick``).
 """
@@ -15,16 +17,19 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import json
 import math
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from edge_agent.outbox import GATEWAY_TIME_KEY, parse_rfc3339
 from firmware.config import StationConfig
 from firmware.hardware import build_rtc
 from firmware.rtc import RtcState
-from kiosk_ui.core.clock import ClockJudge, Judgement
+from kiosk_ui.core.clock import ClockJudge, GatewayTime, Judgement
 
 TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
 _TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised
@@ -52,6 +57,23 @@ def ntp_synchronised(flag: Path = TIMESYNC_FLAG) -> bool | None:
         return True
     state = _adjtimex_state()
     return None if state is None else state != _TIME_ERROR
+
+
+def recorded_gateway_time(conn: sqlite3.Connection) -> GatewayTime | None:
+    """The gateway time the agent recorded last (None: none yet, or the row is unreadable)."""
+    try:
+        row = conn.execute(
+            "SELECT value FROM agent_state WHERE key = ?", (GATEWAY_TIME_KEY,)
+        ).fetchone()
+        value = json.loads(row[0]) if row else None
+    except (sqlite3.Error, ValueError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    gateway, station = parse_rfc3339(value.get("gateway")), parse_rfc3339(value.get("station"))
+    if gateway is None or station is None:
+        return None
+    return GatewayTime(gateway, station)
 
 
 class SimClock:
@@ -89,17 +111,23 @@ class SimClock:
 
 
 def build_judge(
-    config: StationConfig, floor: Callable[[], float], sim_clock: SimClock | None
+    config: StationConfig,
+    floor: Callable[[], float],
+    sim_clock: SimClock | None,
+    gateway: Callable[[], GatewayTime | None] | None = None,
 ) -> ClockJudge:
     """The clock judge of one kiosk: the drills' clock on the simulated backend, else the
-    system clock with NTP as systemd or the kernel tell it; the real-time clock when fitted."""
+    system clock with NTP as systemd or the kernel tell it; the real-time clock when fitted;
+    the gateway's time as the agent recorded it (``gateway``)."""
     hw = config.hardware
     rtc: Callable[[], RtcState] | None = None
     if hw.rtc.fitted:
         rtc = build_rtc(hw).state
     if sim_clock is not None:
-        return ClockJudge(wall=sim_clock.now, ntp=sim_clock.ntp, floor=floor, rtc=rtc)
-    return ClockJudge(wall=time.time, ntp=ntp_synchronised, floor=floor, rtc=rtc)
+        return ClockJudge(
+            wall=sim_clock.now, ntp=sim_clock.ntp, floor=floor, rtc=rtc, gateway=gateway
+        )
+    return ClockJudge(wall=time.time, ntp=ntp_synchronised, floor=floor, rtc=rtc, gateway=gateway)
 
 
 class ClockWatch:

@@ -30,7 +30,13 @@ from firmware.camera import Frame
 from firmware.config import StationConfig
 from firmware.errors import CameraError, StationError
 from firmware.hardware import Hardware, build_hardware
-from kiosk_ui.clock_sources import ClockWatch, SimClock, build_judge, panel_words
+from kiosk_ui.clock_sources import (
+    ClockWatch,
+    SimClock,
+    build_judge,
+    panel_words,
+    recorded_gateway_time,
+)
 from kiosk_ui.core import messages, national_id
 from kiosk_ui.core.checkins import Verifier
 from kiosk_ui.core.clock import ClockJudge
@@ -433,7 +439,12 @@ def build(
     station = Station.open(config, verifier, clock=sim_clock.now if sim_clock else time.time)
     try:
         hw = hardware if hardware is not None else build_hardware(config)
-        judge = build_judge(config, lambda: station.ledger.floor, sim_clock)
+        judge = build_judge(
+            config,
+            lambda: station.ledger.floor,
+            sim_clock,
+            lambda: recorded_gateway_time(station.db.conn),
+        )
     except BaseException:
         station.close()
         raise

@@ -13,7 +13,14 @@ from firmware.rtc import DS3231
 from firmware.sim.i2c import FakeSMBus
 from firmware.sim.rtc import FakeDS3231
 from kiosk_ui.clock_sources import SimClock, ntp_synchronised
-from kiosk_ui.core.clock import AGREE_S, BACK_SLACK_S, ClockJudge, Reason
+from kiosk_ui.core.clock import (
+    AGREE_S,
+    BACK_SLACK_S,
+    GATEWAY_RECENT_S,
+    ClockJudge,
+    GatewayTime,
+    Reason,
+)
 from tests.support.station import open_station, resident
 
 NOW = datetime(2026, 11, 23, 7, 0, tzinfo=UTC).timestamp()
@@ -29,12 +36,14 @@ def judge(
     ntp: bool | None = False,
     floor: float = 0.0,
     rtc: DS3231 | None = None,
+    gateway: GatewayTime | None = None,
 ) -> ClockJudge:
     return ClockJudge(
         wall=lambda: now,
         ntp=lambda: ntp,
         floor=lambda: floor,
         rtc=rtc.state if rtc is not None else None,
+        gateway=lambda: gateway,
     )
 
 
@@ -83,30 +92,70 @@ def test_a_clock_before_the_floor_went_back_whatever_ntp_says() -> None:
     assert judge(now=NOW - BACK_SLACK_S / 2, ntp=True, floor=NOW).judge().trusted
 
 
+def test_a_recent_gateway_time_that_agrees_vouches_for_the_clock() -> None:
+    j = judge(gateway=GatewayTime(gateway=NOW - 590 + 20, station=NOW - 590)).judge()
+    assert (j.trusted, j.source) == (True, "gateway")
+    assert "gateway: 20 s ahead, 590 s ago" in j.detail
+
+
+def test_a_gateway_time_too_far_off_too_old_or_in_the_future_does_not() -> None:
+    off = judge(gateway=GatewayTime(gateway=NOW + 600, station=NOW)).judge()
+    old = judge(gateway=GatewayTime(NOW - GATEWAY_RECENT_S - 10, NOW - GATEWAY_RECENT_S - 10))
+    ahead = judge(gateway=GatewayTime(gateway=NOW + 3600, station=NOW + 3600)).judge()
+    none = judge(gateway=None).judge()
+    for j in (off, old.judge(), ahead, none):
+        assert not j.trusted and j.reason is Reason.NO_SOURCE, j.detail
+    assert "gateway: 600 s ahead" in off.detail and "gateway: no time yet" in none.detail
+    assert "too old" in old.judge().detail and "after this clock" in ahead.detail
+
+
 @given(
     now=st.floats(0, 5e9),
     floor=st.floats(0, 5e9),
     ntp=st.sampled_from([True, False, None]),
     rtc_apart=st.none() | st.floats(-1e6, 1e6),
+    gateway_ago=st.none() | st.floats(-2 * GATEWAY_RECENT_S, 2 * GATEWAY_RECENT_S),
+    gateway_apart=st.floats(-1e6, 1e6),
 )
 def test_trusted_only_when_a_source_vouches_and_never_before_the_floor(
-    now: float, floor: float, ntp: bool | None, rtc_apart: float | None
+    now: float,
+    floor: float,
+    ntp: bool | None,
+    rtc_apart: float | None,
+    gateway_ago: float | None,
+    gateway_apart: float,
 ) -> None:
     rtc = None
     rtc_year_ok = False
     if rtc_apart is not None and 1.8e9 < now + rtc_apart < 4e9:
         rtc = rtc_at(now + rtc_apart)
         rtc_year_ok = True
-    j = judge(now=now, ntp=ntp, floor=floor, rtc=rtc).judge()
-    vouched = ntp is True or (rtc_year_ok and abs(rtc_apart or 0.0) <= AGREE_S - 1)
+    seen = None
+    if gateway_ago is not None:
+        seen = GatewayTime(gateway=now - gateway_ago + gateway_apart, station=now - gateway_ago)
+    j = judge(now=now, ntp=ntp, floor=floor, rtc=rtc, gateway=seen).judge()
+    gateway_ok = (
+        gateway_ago is not None
+        and -BACK_SLACK_S + 1 < gateway_ago < GATEWAY_RECENT_S - 1
+        and abs(gateway_apart) <= AGREE_S - 1
+    )
+    gateway_bad = (
+        gateway_ago is None
+        or not -BACK_SLACK_S - 1 < gateway_ago < GATEWAY_RECENT_S + 1
+        or abs(gateway_apart) > AGREE_S + 1
+    )
+    vouched = ntp is True or (rtc_year_ok and abs(rtc_apart or 0.0) <= AGREE_S - 1) or gateway_ok
     if now < floor - BACK_SLACK_S:
         assert not j.trusted and j.reason is Reason.BEFORE_FLOOR
     elif vouched:
         assert j.trusted
     if j.trusted:
-        assert now >= floor - BACK_SLACK_S and j.source in ("ntp", "rtc") and j.reason is None
+        assert now >= floor - BACK_SLACK_S and j.source in ("ntp", "rtc", "gateway")
+        assert j.reason is None
     else:
         assert j.reason is not None and j.source is None
+    if j.source == "gateway":  # only when neither NTP nor the RTC does, and the gateway agrees
+        assert ntp is not True and not gateway_bad
 
 
 def test_ntp_flag_file_says_synchronised(tmp_path: Path) -> None:

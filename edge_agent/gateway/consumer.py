@@ -8,7 +8,8 @@
 - Each message is checked (``intake``): a rejection is logged and counted by reason, never
   stored and never acknowledged.
 - What arrives within a few milliseconds is stored as one batch in one transaction. Only
-  after the commit does it publish, retained, ``{"through": N}`` on
+  after the commit does it publish, retained, ``{"through": N, "time": T}`` (T: the gateway's
+  own clock, RFC 3339 UTC) on
   ``sampling/{township}/{station}/acks``: the contiguous prefix stored, which lets a station
   forget an event. A repeat or a conflicting seq touches its station too, so a lost ack is
   said again.
@@ -70,6 +71,11 @@ def subscriptions(group: str) -> tuple[tuple[str, int], ...]:
         (f"$share/{group}/sampling/+/+/telemetry", 0),
         ("sampling/+/+/status", 1),
     )
+
+
+def _rfc3339(at: float) -> str:
+    """The gateway's clock on an ack: RFC 3339 UTC with milliseconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"
 
 
 @dataclass
@@ -306,7 +312,7 @@ class Gateway:
             link.publish(
                 ("ack", (township, station), through),
                 f"sampling/{township}/{station}/acks",
-                json.dumps({"through": through}).encode(),
+                json.dumps({"through": through, "time": _rfc3339(self.clock())}).encode(),
                 1,
                 True,
                 wake=False,

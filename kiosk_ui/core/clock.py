@@ -8,7 +8,10 @@ resident's code against the clock it asks :class:`ClockJudge`, which believes th
 
 - NTP synchronised it (``ntp`` says so), or
 - a valid real-time clock (``firmware.rtc.RtcState.valid``) agrees with it within
-  :data:`AGREE_S`,
+  :data:`AGREE_S`, or
+- the gateway's time (on its newest ack, recorded by the edge agent with the station's clock
+  at that moment) was within :data:`AGREE_S` of the station's, recorded no longer than
+  :data:`GATEWAY_RECENT_S` ago by this clock and not in its future,
 
 and never when it shows a time before the floor: the newest fact the station committed
 (``Ledger.floor``), less :data:`BACK_SLACK_S`. Otherwise the judgement is untrusted with a
@@ -33,6 +36,7 @@ from firmware.rtc import RtcState
 log = logging.getLogger(__name__)
 
 AGREE_S = 60.0  # a valid real-time clock this close to the system clock vouches for it
+GATEWAY_RECENT_S = 3600.0  # a gateway time older than this by the station's clock vouches no more
 BACK_SLACK_S = 2.0  # a clock this little before the floor is NTP slewing, not a clock gone back
 CLOCK_UNTRUSTED = "clock_untrusted"  # the standing alert's kind
 
@@ -41,7 +45,15 @@ class Reason(StrEnum):
     """Why the clock is not believed."""
 
     BEFORE_FLOOR = "before_floor"  # earlier than the newest committed fact: it went back
-    NO_SOURCE = "no_source"  # neither NTP nor a valid real-time clock vouches for it
+    NO_SOURCE = "no_source"  # neither NTP, a valid real-time clock nor the gateway vouches
+
+
+@dataclass(frozen=True)
+class GatewayTime:
+    """The gateway's time on its newest ack and the station's clock when it came (Unix s)."""
+
+    gateway: float
+    station: float
 
 
 @dataclass(frozen=True)
@@ -49,7 +61,7 @@ class Judgement:
     """One look at the clock: trusted (and by which source), or why not."""
 
     trusted: bool
-    source: str | None  # "ntp" or "rtc" when trusted
+    source: str | None  # "ntp", "rtc" or "gateway" when trusted
     reason: Reason | None  # when not trusted
     detail: str  # what each source said, one line for the sampler panel and the technician
     now: float
@@ -61,10 +73,11 @@ def _when(at: float) -> str:
 
 
 class ClockJudge:
-    """Judges the system clock ``wall`` by ``ntp``, ``rtc`` and the ``floor``.
+    """Judges the system clock ``wall`` by ``ntp``, ``rtc``, ``gateway`` and the ``floor``.
 
     ``ntp`` returns whether NTP synchronised the clock (None: cannot tell); ``rtc`` the
-    real-time clock's state (None when none is fitted); ``floor`` the time of the newest
+    real-time clock's state (None when none is fitted); ``gateway`` the newest gateway time
+    recorded (None when none is); ``floor`` the time of the newest
     committed fact. Cheap enough to run once a second (each source is read once).
     """
 
@@ -75,13 +88,17 @@ class ClockJudge:
         ntp: Callable[[], bool | None],
         floor: Callable[[], float],
         rtc: Callable[[], RtcState] | None = None,
+        gateway: Callable[[], GatewayTime | None] | None = None,
         agree_s: float = AGREE_S,
+        recent_s: float = GATEWAY_RECENT_S,
     ) -> None:
         self.wall = wall
         self.ntp = ntp
         self.floor = floor
         self.rtc = rtc
+        self.gateway = gateway
         self.agree_s = agree_s
+        self.recent_s = recent_s
 
     def judge(self) -> Judgement:
         now, floor = self.wall(), self.floor()
@@ -90,6 +107,7 @@ class ClockJudge:
             "NTP: " + {True: "synchronised", False: "not synchronised", None: "cannot tell"}[synced]
         ]
         rtc_agrees = self._rtc(now, said)
+        gateway_agrees = self._gateway(now, said)
         if floor > 0:
             said.append(f"newest fact {_when(floor)}")
         sources = "; ".join(said)
@@ -107,6 +125,10 @@ class ClockJudge:
             return Judgement(True, "ntp", None, f"synchronised ({sources})", now, floor)
         if rtc_agrees:
             return Judgement(True, "rtc", None, f"the RTC vouches for it ({sources})", now, floor)
+        if gateway_agrees:
+            return Judgement(
+                True, "gateway", None, f"the gateway vouches for it ({sources})", now, floor
+            )
         return Judgement(
             False,
             None,
@@ -130,4 +152,25 @@ class ClockJudge:
             return False
         apart = state.time.timestamp() - now
         said.append(f"RTC: valid, {abs(apart):.0f} s {'ahead' if apart > 0 else 'behind'}")
+        return abs(apart) <= self.agree_s
+
+    def _gateway(self, now: float, said: list[str]) -> bool:
+        """Whether the gateway's newest recorded time vouches for ``now``; see the module."""
+        if self.gateway is None:
+            return False
+        seen = self.gateway()
+        if seen is None:
+            said.append("gateway: no time yet")
+            return False
+        ago = now - seen.station
+        if ago < -BACK_SLACK_S:
+            said.append(f"gateway: time recorded at {_when(seen.station)}, after this clock")
+            return False
+        if ago > self.recent_s:
+            said.append(f"gateway: last time {ago:.0f} s ago, too old")
+            return False
+        apart = seen.gateway - seen.station
+        said.append(
+            f"gateway: {abs(apart):.0f} s {'ahead' if apart > 0 else 'behind'}, {ago:.0f} s ago"
+        )
         return abs(apart) <= self.agree_s
