@@ -198,6 +198,7 @@ def gateway_thread(
     group: str = "gateway",
     intake: Intake | None = None,
     queue_max: int | None = None,
+    clock: Callable[[], float] | None = None,
     **link: Any,
 ) -> Iterator[Gateway]:
     """The gateway consumer on the store ``db`` (a SQLite path or a PostgreSQL URL), in a
@@ -212,7 +213,9 @@ def gateway_thread(
         subscriptions=subscriptions(group),
         **link,
     )
-    options = {} if queue_max is None else {"queue_max": queue_max}
+    options: dict[str, Any] = {} if queue_max is None else {"queue_max": queue_max}
+    if clock is not None:
+        options["clock"] = clock  # the gateway's own clock (its acks say it)
     gw = Gateway(open_store(db), settings, reconnect_s=(0.1, 1.0), intake=intake, **options)
     t = threading.Thread(target=gw.run, name=f"gateway-{client_id}", daemon=True)
     t.start()
