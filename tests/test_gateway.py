@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent import outbox
 from edge_agent.gateway import Gateway, open_store
 from edge_agent.link import LinkSettings
 from tests.support.edge import (
@@ -101,7 +102,7 @@ def test_acks_say_only_what_is_committed(tmp_path: Path, broker: Broker, target:
         # seq 3 is missing: the ack stops before the gap, however often it is said.
         assert {m.json()["through"] for m in acks.on("acks")} == {2}
         station.client.publish(topic(), event_bytes(3), qos=1).wait_for_publish(5)
-        acks.wait_for(lambda r: r.on("acks")[-1].json() == {"through": 5}, 5, "through 5")
+        acks.wait_for(lambda r: r.on("acks")[-1].json()["through"] == 5, 5, "through 5")
         with open_store(target) as store:
             for m in acks.on("acks"):
                 through = m.json()["through"]
@@ -113,7 +114,11 @@ def test_acks_say_only_what_is_committed(tmp_path: Path, broker: Broker, target:
     # Retained: a station that connects later reads where it stands.
     with Recorder(broker.port, ["sampling/T01/K03/acks"], client_id="late", persistent=False) as r:
         r.wait_for(lambda x: bool(x.on("acks")), 5, "the retained ack")
-        assert r.on("acks")[0].retain and r.on("acks")[0].json() == {"through": 5}
+        ack = r.on("acks")[0]
+        assert ack.retain and ack.json()["through"] == 5 and set(ack.json()) == {"through", "time"}
+        # The gateway's own clock when it sent the ack (docs/events.md), RFC 3339 UTC.
+        said = outbox.parse_rfc3339(ack.json()["time"])
+        assert said is not None and abs(said - time.time()) < 60
 
 
 @pytest.mark.timeout(60)
@@ -233,7 +238,7 @@ def test_a_slow_store_holds_the_link_and_memory_stays_bounded(
             blocker.rollback()
             blocker.close()
         acks.wait_for(
-            lambda r: {"through": 1000} in [m.json() for m in r.on("acks")], 60, "all acked"
+            lambda r: 1000 in [m.json()["through"] for m in r.on("acks")], 60, "all acked"
         )
     assert [e["seq"] for e in gateway_events(str(db))] == list(range(1, 1001))
 
