@@ -415,6 +415,7 @@ class SelfTest:
             self.rtc_state,
             clock.newest_fact(self.config.storage.path),
             sim=self.sim,
+            gateway=clock.gateway_time(self.config.storage.path),
         )
         return [Check("clock", verdict.status, verdict.detail)]
 

@@ -21,7 +21,7 @@ from gpiozero.pins.mock import MockFactory, MockPin
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent import outbox
+from edge_agent import health, outbox
 from edge_agent.db import open_db, write_transaction
 from firmware.config import load_config
 from firmware.lights import STATES
@@ -29,7 +29,7 @@ from firmware.qr import decode_image_file
 from firmware.rtc import DS3231
 from firmware.sim.i2c import FakeSMBus
 from firmware.sim.rtc import FakeDS3231
-from hardware_tests.clock import BACK_SLACK_S, judge
+from hardware_tests.clock import BACK_SLACK_S, gateway_time, judge
 from hardware_tests.probes import ClockStatus, parse_timedatectl, probe_clock
 from hardware_tests.selftest import Check, SelfTest
 from hardware_tests.testcard import TEST_CARD_TEXT
@@ -476,3 +476,27 @@ def test_the_clock_never_passes_before_the_newest_fact(
         assert verdict.status == "fail" and "went back" in verdict.detail
     else:
         assert verdict.status == ("pass" if synced else "skip" if synced is None or sim else "fail")
+
+
+@pytest.mark.parametrize(("gateway_off_s", "status"), [(5.0, "pass"), (600.0, "fail")])
+def test_the_gateway_time_the_agent_recorded_vouches_for_the_clock(
+    tmp_path: Path, gateway_off_s: float, status: str
+) -> None:
+    config = load_config(write_config(tmp_path))
+    db = open_db(config.storage.path)
+    outbox.install(db)
+    now = time.time()
+    health.record_gateway_time(db, outbox.rfc3339(now - 120 + gateway_off_s), now - 120)
+    db.conn.close()
+    verdict = judge(
+        time.time(),
+        UNSYNCED,
+        None,
+        None,
+        sim=False,
+        gateway=gateway_time(config.storage.path),
+    )
+    assert verdict.status == status, verdict.detail
+    assert f"gateway: {gateway_off_s:.0f} s ahead, 120 s ago" in verdict.detail
+    [check] = SelfTest(config, clock_probe=lambda: UNSYNCED).check_clock()
+    assert f"gateway: {gateway_off_s:.0f} s ahead" in check.detail
