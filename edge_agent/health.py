@@ -7,6 +7,7 @@ Plain functions over the outbox and the file system; the agent decides when to c
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -92,6 +93,7 @@ def free_mb(config: StationConfig) -> float | None:
         return None
 
 
+@functools.cache
 def release(module_file: str = __file__) -> str:
     """The software release this agent runs, as the township's station list shows it.
 
@@ -106,9 +108,6 @@ def release(module_file: str = __file__) -> str:
         return metadata.version("sampling-station")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-RELEASE = release()
 
 
 def telemetry(db: Database, config: StationConfig) -> dict[str, Any]:
@@ -130,7 +129,7 @@ def telemetry(db: Database, config: StationConfig) -> dict[str, Any]:
         "cpu_temperature_c": cpu_temperature(),
         "kiosk_queue_length": queue_len if isinstance(queue_len, int) else None,
         "recall_version": recall_list.version(db.conn),
-        "release": RELEASE,
+        "release": release(),
         "alerts": alerts,
     }
 

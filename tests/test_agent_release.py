@@ -32,11 +32,11 @@ def test_the_release_reaches_the_gateways_station_list(tmp_path: Path, broker: B
     with Recorder(broker.port) as rec, agent_thread(config):
         rec.wait_for(lambda r: len(r.on("telemetry")) == 1, 10, "first telemetry")
         body = rec.on("telemetry")[0].json()
-    assert body["release"] == health.RELEASE == metadata.version("sampling-station")
+    assert body["release"] == health.release() == metadata.version("sampling-station")
     store = open_store(tmp_path / "gateway.db")
     try:
         store.record_station("T01", "K03", "telemetry", body, 1.0)
         rows = store.query("SELECT release FROM stations WHERE station = %s", ("K03",))
     finally:
         store.close()
-    assert rows == [(health.RELEASE,)]
+    assert rows == [(health.release(),)]
